@@ -1,0 +1,435 @@
+/* Validation of every rule of the contract, before anything is written.
+   Each failure names the argument and, for per-sequence rules, the
+   sequence. */
+#include <math.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+/* ---- checked 64-bit arithmetic ----------------------------------------- */
+
+static int mul_ok(int64_t a, int64_t b, int64_t *out) {
+  /* a, b >= 0 */
+  if (a != 0 && b > INT64_MAX / a) return 0;
+  *out = a * b;
+  return 1;
+}
+
+static int add_ok(int64_t a, int64_t b, int64_t *out) {
+  if (b > INT64_MAX - a) return 0;
+  *out = a + b;
+  return 1;
+}
+
+/* A strided tensor: dims[i] with strides[i] (elements), innermost dim
+   contiguous. Its footprint in bytes is [base, base + span). */
+typedef struct view {
+  const char *name;
+  const void *base;
+  int64_t span; /* bytes; 0 = empty */
+} view;
+
+enum { MAX_DIMS = 4 };
+
+/* Computes the footprint of a tensor with n dims; returns 0 on overflow.
+   Empty tensors (any dim 0) have span 0. */
+static int footprint(const int64_t *dims, const int64_t *strides, int n,
+                     size_t esize, int64_t *span) {
+  int64_t last = 0; /* index of the last element */
+  for (int i = 0; i < n; i++) {
+    if (dims[i] == 0) {
+      *span = 0;
+      return 1;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    int64_t t;
+    if (!mul_ok(dims[i] - 1, strides[i], &t) || !add_ok(last, t, &last))
+      return 0;
+  }
+  int64_t elems;
+  if (!add_ok(last, 1, &elems)) return 0;
+  if (!mul_ok(elems, (int64_t)esize, span)) return 0;
+  /* the footprint must also fit in the address space */
+  if ((uint64_t)*span > (uint64_t)SIZE_MAX) return 0;
+  return 1;
+}
+
+/* Distinct indices map to distinct elements: sorted by stride, each stride
+   is at least the extent of all smaller-stride dims. Dims of size 1 do not
+   matter. A sufficient condition, the one BLAS-like libraries use. */
+static int non_overlapping(const int64_t *dims, const int64_t *strides, int n) {
+  int idx[MAX_DIMS], m = 0;
+  for (int i = 0; i < n; i++)
+    if (dims[i] > 1) idx[m++] = i;
+  for (int i = 1; i < m; i++) /* insertion sort by stride */
+    for (int j = i; j > 0 && strides[idx[j]] < strides[idx[j - 1]]; j--) {
+      int t = idx[j];
+      idx[j] = idx[j - 1];
+      idx[j - 1] = t;
+    }
+  int64_t extent = 1; /* elements covered by the inner dims */
+  for (int i = 0; i < m; i++) {
+    int64_t s = strides[idx[i]];
+    if (s < extent) return 0;
+    extent = s * (dims[idx[i]] - 1) + extent; /* no overflow: footprint ok */
+  }
+  return 1;
+}
+
+static int views_overlap(const view *a, const view *b) {
+  if (a->span == 0 || b->span == 0 || !a->base || !b->base) return 0;
+  uintptr_t a0 = (uintptr_t)a->base, b0 = (uintptr_t)b->base;
+  return a0 < b0 + (uintptr_t)b->span && b0 < a0 + (uintptr_t)a->span;
+}
+
+static int address_ok(const void *base, int64_t span) {
+  return (uintptr_t)base <= UINTPTR_MAX - (uintptr_t)span;
+}
+
+static int is_io_dtype(rpa_dtype d) {
+  return d == RPA_F32 || d == RPA_BF16 || d == RPA_F16;
+}
+
+static int is_dtype(rpa_dtype d) { return rpa_dtype_size(d) != 0; }
+
+/* Checks a [T, H, D] tensor's strides and computes its view. */
+static rpa_status check_tensor(rpa_context *ctx, const char *name,
+                               const rpa_tensor *t, int64_t tokens,
+                               int64_t heads, int64_t dim, int written,
+                               view *out) {
+  if (t->token_stride < 0 || t->head_stride < 0)
+    return rpa_fail(ctx, RPA_INVALID_STRIDE,
+                    "%s: strides must be >= 0 (token_stride %lld, "
+                    "head_stride %lld)",
+                    name, (long long)t->token_stride,
+                    (long long)t->head_stride);
+  const int64_t dims[3] = {tokens, heads, dim};
+  const int64_t strides[3] = {t->token_stride, t->head_stride, 1};
+  out->name = name;
+  out->base = t->data;
+  if (!footprint(dims, strides, 3, rpa_dtype_size(t->dtype), &out->span) ||
+      !address_ok(t->data, out->span))
+    return rpa_fail(ctx, RPA_OVERFLOW,
+                    "%s: [%lld, %lld, %lld] with strides (%lld, %lld, 1) "
+                    "overflows the address space",
+                    name, (long long)tokens, (long long)heads, (long long)dim,
+                    (long long)t->token_stride, (long long)t->head_stride);
+  if (written && !non_overlapping(dims, strides, 3))
+    return rpa_fail(ctx, RPA_INVALID_STRIDE,
+                    "%s: strides (%lld, %lld, 1) make distinct elements of "
+                    "[%lld, %lld, %lld] overlap",
+                    name, (long long)t->token_stride,
+                    (long long)t->head_stride, (long long)tokens,
+                    (long long)heads, (long long)dim);
+  return RPA_OK;
+}
+
+static rpa_status check_cache_part(rpa_context *ctx, const char *name,
+                                   const void *base, const rpa_kv_cache *c,
+                                   int64_t page_stride, int64_t slot_stride,
+                                   int64_t head_stride, int64_t heads,
+                                   int64_t dim, int written, view *out) {
+  if (page_stride < 0 || slot_stride < 0 || head_stride < 0)
+    return rpa_fail(ctx, RPA_INVALID_STRIDE,
+                    "%s: strides must be >= 0 (page %lld, slot %lld, head "
+                    "%lld)",
+                    name, (long long)page_stride, (long long)slot_stride,
+                    (long long)head_stride);
+  const int64_t dims[4] = {c->num_pages, c->page_size, heads, dim};
+  const int64_t strides[4] = {page_stride, slot_stride, head_stride, 1};
+  out->name = name;
+  out->base = base;
+  if (!footprint(dims, strides, 4, rpa_dtype_size(c->dtype), &out->span) ||
+      !address_ok(base, out->span))
+    return rpa_fail(ctx, RPA_OVERFLOW,
+                    "%s: %d pages of %d slots overflow the address space",
+                    name, (int)c->num_pages, (int)c->page_size);
+  if (written && !non_overlapping(dims, strides, 4))
+    return rpa_fail(ctx, RPA_INVALID_STRIDE,
+                    "%s: strides (page %lld, slot %lld, head %lld, 1) make "
+                    "distinct cache elements overlap",
+                    name, (long long)page_stride, (long long)slot_stride,
+                    (long long)head_stride);
+  return RPA_OK;
+}
+
+static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
+
+rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
+                             rpa_batch_info *info) {
+  rpa_status st;
+  if (!a) return rpa_fail(ctx, RPA_NULL_POINTER, "args: NULL");
+
+  /* ---- shape ---- */
+  if (a->num_tokens < 0)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE, "num_tokens: %d is negative",
+                    (int)a->num_tokens);
+  if (a->num_q_heads < 1 || a->num_kv_heads < 1)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "num_q_heads (%d) and num_kv_heads (%d) must be >= 1",
+                    (int)a->num_q_heads, (int)a->num_kv_heads);
+  if (a->num_q_heads % a->num_kv_heads != 0)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "num_q_heads: %d is not a multiple of num_kv_heads %d",
+                    (int)a->num_q_heads, (int)a->num_kv_heads);
+  if (a->head_dim < 1 || a->head_dim > RPA_MAX_HEAD_DIM)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "head_dim: %d is outside [1, %d]", (int)a->head_dim,
+                    RPA_MAX_HEAD_DIM);
+  const int latent = a->cache.v == NULL;
+  const int32_t dv = a->head_dim_v ? a->head_dim_v : a->head_dim;
+  if (dv < 1 || dv > RPA_MAX_HEAD_DIM)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "head_dim_v: %d is outside [1, %d]", (int)a->head_dim_v,
+                    RPA_MAX_HEAD_DIM);
+  if (latent && dv > a->head_dim)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "head_dim_v: %d exceeds head_dim %d, but cache.v is NULL "
+                    "(latent cache: values are the head of each key row)",
+                    (int)dv, (int)a->head_dim);
+
+  /* ---- dtypes ---- */
+  if (!is_io_dtype(a->q.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "q.dtype: %d is not f32, bf16 or f16", (int)a->q.dtype);
+  if (!is_io_dtype(a->out.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "out.dtype: %d is not f32, bf16 or f16",
+                    (int)a->out.dtype);
+  if (!is_dtype(a->cache.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE, "cache.dtype: %d is not a dtype",
+                    (int)a->cache.dtype);
+  const int update = a->update_kv_cache != 0;
+  if (update && a->k.dtype != a->cache.dtype)
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "k.dtype: %s differs from cache.dtype %s (new keys come "
+                    "in the cache's dtype)",
+                    rpa_dtype_name(a->k.dtype), rpa_dtype_name(a->cache.dtype));
+  if (update && !latent && a->v.dtype != a->cache.dtype)
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "v.dtype: %s differs from cache.dtype %s (new values "
+                    "come in the cache's dtype)",
+                    rpa_dtype_name(a->v.dtype), rpa_dtype_name(a->cache.dtype));
+
+  /* ---- batch metadata: scalars ---- */
+  if (a->num_seqs < 0)
+    return rpa_fail(ctx, RPA_INVALID_LENGTHS, "num_seqs: %d is negative",
+                    (int)a->num_seqs);
+  if (a->cache.page_size < 1)
+    return rpa_fail(ctx, RPA_INVALID_PAGES, "cache.page_size: %d is < 1",
+                    (int)a->cache.page_size);
+  if (a->cache.num_pages < 0)
+    return rpa_fail(ctx, RPA_INVALID_PAGES, "cache.num_pages: %d is negative",
+                    (int)a->cache.num_pages);
+  if (a->pages_per_seq < 0)
+    return rpa_fail(ctx, RPA_INVALID_PAGES, "pages_per_seq: %d is negative",
+                    (int)a->pages_per_seq);
+  int64_t table_len;
+  if (!mul_ok(a->num_seqs, a->pages_per_seq, &table_len))
+    return rpa_fail(ctx, RPA_OVERFLOW, "num_seqs * pages_per_seq overflows");
+
+  /* ---- required pointers ---- */
+  if (!a->q.data) return rpa_fail(ctx, RPA_NULL_POINTER, "q.data: NULL");
+  if (!a->out.data) return rpa_fail(ctx, RPA_NULL_POINTER, "out.data: NULL");
+  if (!a->cache.k) return rpa_fail(ctx, RPA_NULL_POINTER, "cache.k: NULL");
+  if (update && !a->k.data)
+    return rpa_fail(ctx, RPA_NULL_POINTER,
+                    "k.data: NULL while update_kv_cache is on");
+  if (update && !latent && !a->v.data)
+    return rpa_fail(ctx, RPA_NULL_POINTER,
+                    "v.data: NULL while update_kv_cache is on");
+  if (a->num_seqs > 0 && (!a->cu_q_lens || !a->kv_lens))
+    return rpa_fail(ctx, RPA_NULL_POINTER,
+                    "%s: NULL with num_seqs %d",
+                    a->cu_q_lens ? "kv_lens" : "cu_q_lens", (int)a->num_seqs);
+  if (table_len > 0 && !a->page_indices)
+    return rpa_fail(ctx, RPA_NULL_POINTER, "page_indices: NULL");
+
+  /* ---- parameters ---- */
+  if (!isfinite(a->sm_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "sm_scale: %g is not finite",
+                    (double)a->sm_scale);
+  if (!finite_positive(a->k_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "k_scale: %g must be finite and > 0", (double)a->k_scale);
+  if (!finite_positive(a->v_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "v_scale: %g must be finite and > 0", (double)a->v_scale);
+  if (a->q_scale != 0.0f && !finite_positive(a->q_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "q_scale: %g must be 0 (off) or finite and > 0",
+                    (double)a->q_scale);
+  if (a->soft_cap != 0.0f && !finite_positive(a->soft_cap))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "soft_cap: %g must be 0 (off) or finite and > 0",
+                    (double)a->soft_cap);
+  if (a->sliding_window < 0)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "sliding_window: %d must be 0 (off) or > 0",
+                    (int)a->sliding_window);
+  if (a->sliding_window > 0 && !a->causal)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "sliding_window: %d given with non-causal attention "
+                    "(a window needs causal)",
+                    (int)a->sliding_window);
+  if (a->sinks)
+    for (int32_t h = 0; h < a->num_q_heads; h++)
+      if (isnan(a->sinks[h]) || a->sinks[h] == INFINITY)
+        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                        "sinks: head %d is %g (NaN and +inf are not logits; "
+                        "-inf means no sink)",
+                        (int)h, (double)a->sinks[h]);
+
+  /* ---- distribution and the sequences it covers ---- */
+  int32_t seqs = a->num_seqs;
+  const int32_t *dist = a->distribution;
+  if (dist) {
+    if (dist[0] < 0 || dist[0] > dist[1] || dist[1] > dist[2] ||
+        dist[2] > a->num_seqs)
+      return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                      "distribution: (%d, %d, %d) must satisfy 0 <= "
+                      "decode_end <= prefill_end <= mixed_end <= num_seqs %d",
+                      (int)dist[0], (int)dist[1], (int)dist[2],
+                      (int)a->num_seqs);
+    seqs = dist[2];
+  }
+
+  /* ---- per-sequence lengths and pages ---- */
+  if (seqs > 0 && a->cu_q_lens[0] != 0)
+    return rpa_fail(ctx, RPA_INVALID_LENGTHS, "cu_q_lens[0]: %d is not 0",
+                    (int)a->cu_q_lens[0]);
+  int64_t total_kv = 0;
+  int32_t num_decode = 0, max_q = 0;
+  for (int32_t i = 0; i < seqs; i++) {
+    const int32_t q0 = a->cu_q_lens[i], q1 = a->cu_q_lens[i + 1];
+    const int32_t kv = a->kv_lens[i];
+    if (q1 <= q0)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "cu_q_lens: sequence %d has q_len %lld (cu_q_lens[%d] "
+                      "= %d, cu_q_lens[%d] = %d); each sequence needs "
+                      "q_len >= 1",
+                      (int)i, (long long)q1 - q0, (int)i, (int)q0,
+                      (int)i + 1, (int)q1);
+    if (q1 > a->num_tokens)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "cu_q_lens: sequence %d ends at token %d, past "
+                      "num_tokens %d",
+                      (int)i, (int)q1, (int)a->num_tokens);
+    const int32_t q_len = q1 - q0;
+    if (kv < q_len)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "kv_lens: sequence %d has kv_len %d < q_len %d "
+                      "(kv_len includes the new tokens)",
+                      (int)i, (int)kv, (int)q_len);
+    const int64_t pages = ((int64_t)kv + a->cache.page_size - 1) /
+                          a->cache.page_size;
+    if (pages > a->pages_per_seq)
+      return rpa_fail(ctx, RPA_INVALID_PAGES,
+                      "pages_per_seq: sequence %d needs %lld pages for "
+                      "kv_len %d at page_size %d, more than pages_per_seq %d",
+                      (int)i, (long long)pages, (int)kv,
+                      (int)a->cache.page_size, (int)a->pages_per_seq);
+    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
+    for (int64_t p = 0; p < pages; p++)
+      if (row[p] < 0 || row[p] >= a->cache.num_pages)
+        return rpa_fail(ctx, RPA_INVALID_PAGES,
+                        "page_indices: sequence %d, logical page %lld is "
+                        "physical page %d, outside [0, num_pages %d)",
+                        (int)i, (long long)p, (int)row[p],
+                        (int)a->cache.num_pages);
+    if (dist) {
+      if (i < dist[0] && q_len != 1)
+        return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                        "distribution: sequence %d is in the decode range "
+                        "[0, %d) but has q_len %d",
+                        (int)i, (int)dist[0], (int)q_len);
+      if (i >= dist[0] && i < dist[1]) {
+        const int32_t first = a->cu_q_lens[dist[0] + 1] - a->cu_q_lens[dist[0]];
+        if (q_len != first)
+          return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                          "distribution: sequence %d is in the prefill range "
+                          "[%d, %d) of fixed chunk size %d but has q_len %d",
+                          (int)i, (int)dist[0], (int)dist[1], (int)first,
+                          (int)q_len);
+      }
+    }
+    total_kv += kv;
+    num_decode += q_len == 1;
+    if (q_len > max_q) max_q = q_len;
+  }
+  const int64_t total_q = seqs > 0 ? a->cu_q_lens[seqs] : 0;
+
+  /* ---- tensor layouts, sizes and overlaps ---- */
+  const int64_t T = a->num_tokens, Hq = a->num_q_heads,
+                Hkv = a->num_kv_heads, D = a->head_dim;
+  view q, k = {"k", NULL, 0}, v = {"v", NULL, 0}, o, ck, cv = {"cache.v", NULL, 0},
+           lse = {"lse", NULL, 0};
+  if ((st = check_tensor(ctx, "q", &a->q, T, Hq, D, 0, &q))) return st;
+  if ((st = check_tensor(ctx, "out", &a->out, T, Hq, dv, 1, &o))) return st;
+  if (update && (st = check_tensor(ctx, "k", &a->k, T, Hkv, D, 0, &k)))
+    return st;
+  if (update && !latent &&
+      (st = check_tensor(ctx, "v", &a->v, T, Hkv, dv, 0, &v)))
+    return st;
+  if ((st = check_cache_part(ctx, "cache.k", a->cache.k, &a->cache,
+                             a->cache.k_page_stride, a->cache.k_slot_stride,
+                             a->cache.k_head_stride, Hkv, D, update, &ck)))
+    return st;
+  if (!latent &&
+      (st = check_cache_part(ctx, "cache.v", a->cache.v, &a->cache,
+                             a->cache.v_page_stride, a->cache.v_slot_stride,
+                             a->cache.v_head_stride, Hkv, dv, update, &cv)))
+    return st;
+  if (a->lse) {
+    if (a->lse_token_stride < 0 || a->lse_head_stride < 0)
+      return rpa_fail(ctx, RPA_INVALID_STRIDE, "lse: strides must be >= 0");
+    const int64_t dims[2] = {T, Hq};
+    const int64_t strides[2] = {a->lse_token_stride, a->lse_head_stride};
+    if (!footprint(dims, strides, 2, sizeof(float), &lse.span) ||
+        !address_ok(a->lse, lse.span))
+      return rpa_fail(ctx, RPA_OVERFLOW, "lse: [%lld, %lld] overflows",
+                      (long long)T, (long long)Hq);
+    if (!non_overlapping(dims, strides, 2))
+      return rpa_fail(ctx, RPA_INVALID_STRIDE,
+                      "lse: strides (%lld, %lld) make distinct elements "
+                      "overlap",
+                      (long long)a->lse_token_stride,
+                      (long long)a->lse_head_stride);
+    lse.base = a->lse;
+  }
+  const view meta[4] = {
+      {"cu_q_lens", a->cu_q_lens, (int64_t)(a->num_seqs + 1) * 4},
+      {"kv_lens", a->kv_lens, (int64_t)a->num_seqs * 4},
+      {"page_indices", a->page_indices, table_len * 4},
+      {"sinks", a->sinks, a->sinks ? Hq * 4 : 0}};
+  /* Every written buffer against every other buffer. The two cache parts
+     may interleave with each other (upstream's combined layout). */
+  const view *written[4] = {&o, &lse, update ? &ck : NULL,
+                            update ? &cv : NULL};
+  const view *all[10] = {&q, &k, &v, &o, &ck, &cv, &lse,
+                         &meta[0], &meta[1], &meta[2]};
+  for (int w = 0; w < 4; w++) {
+    if (!written[w]) continue;
+    for (int r = 0; r < 11; r++) {
+      const view *other = r < 10 ? all[r] : &meta[3];
+      if (other == written[w]) continue;
+      if ((written[w] == &ck && other == &cv) ||
+          (written[w] == &cv && other == &ck))
+        continue;
+      if (views_overlap(written[w], other))
+        return rpa_fail(ctx, RPA_OVERLAP, "%s: overlaps %s", written[w]->name,
+                        other->name);
+    }
+  }
+
+  info->num_seqs = seqs;
+  info->group = a->num_q_heads / a->num_kv_heads;
+  info->head_dim_v = dv;
+  info->latent = latent;
+  info->num_decode = num_decode;
+  info->max_q_len = max_q;
+  info->total_q = total_q;
+  info->total_kv = total_kv;
+  return RPA_OK;
+}
