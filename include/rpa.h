@@ -136,6 +136,9 @@ RPA_API const char *rpa_context_isa(const rpa_context *ctx);
 RPA_API int rpa_context_num_threads(const rpa_context *ctx);
 /* 1 if this build and CPU can run the named kernel set, else 0. */
 RPA_API int rpa_isa_available(const char *isa);
+/* The kernel sets compiled in, by index from 0 (reference first); NULL past
+   the end. Pair with rpa_isa_available() to list what runs here. */
+RPA_API const char *rpa_isa_name(int index);
 
 /* ------------------------------------------------------------------------ */
 /* The attention call.                                                      */

@@ -49,6 +49,11 @@ static const rpa_kernel_set *find_kernel_set(const char *name) {
   return NULL;
 }
 
+const char *rpa_isa_name(int index) {
+  return index >= 0 && index < NUM_KERNEL_SETS ? kernel_sets[index]->name
+                                                : NULL;
+}
+
 int rpa_isa_available(const char *isa) {
   const rpa_kernel_set *k = isa ? find_kernel_set(isa) : NULL;
   return k && kernel_set_runs_here(k);

@@ -1,0 +1,19 @@
+# The two commands of the README. Both install what they need (Debian
+# packages via scripts/setup.sh) and build with CMake.
+.PHONY: bench test build clean
+
+# The main job: a realistic serving batch, benchmarked.
+bench: build
+	./build/rpa-demo
+
+# Every test, every build flavour (see scripts/test.sh).
+test:
+	./scripts/test.sh
+
+build:
+	./scripts/setup.sh
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build -j
+
+clean:
+	rm -rf build build-gcc build-clang build-asan build-*.log

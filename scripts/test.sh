@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds rpa every way CI cares about and runs every test:
+#   1. gcc, -Werror, optimised: the whole suite, once per kernel set this
+#      machine can run (RPA_ISA);
+#   2. clang, -Werror, optimised: the whole suite;
+#   3. clang with AddressSanitizer + UndefinedBehaviorSanitizer (quick sweep);
+#   4. valgrind memcheck on the gcc build (quick sweep).
+# Ends with one line "N passed, N failed" summing every test program's cases.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+
+JOBS=$(nproc 2>/dev/null || echo 2)
+TESTS="test_dtype test_api test_validation test_cache test_attention"
+passed=0
+failed=0
+stage_failures=0
+
+build() { # dir, cmake args...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >"$dir.log" 2>&1 &&
+    cmake --build "$dir" -j"$JOBS" >>"$dir.log" 2>&1 || {
+    echo "BUILD FAILED ($dir):"
+    tail -40 "$dir.log"
+    stage_failures=$((stage_failures + 1))
+    return 1
+  }
+}
+
+run_suite() { # label, dir, wrapper...
+  local label=$1 dir=$2
+  shift 2
+  echo "== $label"
+  for t in $TESTS; do
+    local log
+    log=$("$@" "$dir/$t" 2>&1)
+    local rc=$?
+    local line
+    line=$(printf '%s\n' "$log" | grep -E "^$t: [0-9]+ passed, [0-9]+ failed$" | tail -1)
+    if [ -z "$line" ]; then
+      printf '%s\n' "$log" | tail -30
+      echo "   $t: no summary line (exit $rc): counted as 1 failed"
+      failed=$((failed + 1))
+      continue
+    fi
+    local p f
+    p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+      printf '%s\n' "$log" | tail -30
+      f=1 # a crash or a sanitizer/valgrind report after the summary
+    fi
+    [ "$f" -ne 0 ] && printf '%s\n' "$log" | grep -E "FAIL|ERROR|runtime error" | head -20
+    echo "   $line"
+    passed=$((passed + p))
+    failed=$((failed + f))
+  done
+}
+
+if build build-gcc -DCMAKE_C_COMPILER=gcc; then
+  for isa in $(build-gcc/rpa-demo --list-isas); do
+    RPA_ISA=$isa run_suite "gcc -O2, kernel set $isa" build-gcc env
+  done
+fi
+if build build-clang -DCMAKE_C_COMPILER=clang; then
+  run_suite "clang -O2" build-clang env
+fi
+if build build-asan -DCMAKE_C_COMPILER=clang -DRPA_SANITIZE=address,undefined \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+  RPA_TEST_QUICK=1 run_suite "clang AddressSanitizer + UBSan (quick)" build-asan \
+    env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
+fi
+if [ -d build-gcc ]; then
+  RPA_TEST_QUICK=1 run_suite "valgrind memcheck (quick)" build-gcc \
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
+fi
+
+failed=$((failed + stage_failures))
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
