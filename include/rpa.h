@@ -111,13 +111,17 @@ typedef struct rpa_context_options {
   int num_threads;
   /* Kernel set: NULL or "" for the environment variable RPA_ISA, and when
      that is unset too, the best one this CPU supports. Names: "ref" (the
-     portable reference), and whatever rpa_isa_available() lists. */
+     plain-loop reference, one thread), "scalar" (the tiled engine in
+     portable C), "avx2", "avx512"; "best" picks the fastest. */
   const char *isa;
   /* Print the kernel choice to stderr: 1 yes, 0 no, -1 follow RPA_LOG=1. */
   int log;
+  /* Pin worker thread i to CPU i (the calling thread is never moved):
+     1 yes, 0 no, -1 when num_threads <= online CPUs. */
+  int pin_threads;
 } rpa_context_options;
 
-/* The defaults: every field 0 / NULL, log -1. */
+/* The defaults: every field 0 / NULL, log and pin_threads -1. */
 RPA_API rpa_context_options rpa_context_options_default(void);
 
 /* opts may be NULL (defaults). RPA_UNSUPPORTED if the requested kernel set is

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "threadpool.h"
 
 const char *rpa_status_string(rpa_status status) {
   switch (status) {
@@ -35,12 +36,14 @@ rpa_status rpa_fail(rpa_context *ctx, rpa_status status, const char *fmt,
    can run it. */
 static const rpa_kernel_set *const kernel_sets[] = {
     &rpa_kernels_ref,
+    &rpa_kernels_scalar,
+    &rpa_kernels_avx2,
+    &rpa_kernels_avx512,
 };
 enum { NUM_KERNEL_SETS = sizeof kernel_sets / sizeof kernel_sets[0] };
 
 static int kernel_set_runs_here(const rpa_kernel_set *k) {
-  (void)k;
-  return 1; /* the reference runs everywhere */
+  return k->runs_here();
 }
 
 static const rpa_kernel_set *find_kernel_set(const char *name) {
@@ -65,6 +68,7 @@ rpa_context_options rpa_context_options_default(void) {
   rpa_context_options o;
   memset(&o, 0, sizeof o);
   o.log = -1;
+  o.pin_threads = -1;
   return o;
 }
 
@@ -93,6 +97,15 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
   }
   ctx->num_threads = o.num_threads;
   ctx->kernels = kernels;
+  if (kernels->ops) { /* tiled sets run on the pool */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const int pin = o.pin_threads < 0 ? o.num_threads <= cpus : o.pin_threads;
+    ctx->pool = rpa_pool_create(o.num_threads, pin);
+    if (!ctx->pool) {
+      free(ctx);
+      return RPA_OUT_OF_MEMORY;
+    }
+  }
   if (o.log < 0) {
     const char *env = getenv("RPA_LOG");
     ctx->log = env && strcmp(env, "1") == 0;
@@ -108,6 +121,7 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
 
 void rpa_context_destroy(rpa_context *ctx) {
   if (!ctx) return;
+  rpa_pool_destroy(ctx->pool);
   free(ctx->scratch);
   free(ctx);
 }

@@ -38,14 +38,22 @@ typedef struct rpa_context rpa_context;
 
 /* One kernel set. attention() runs on validated arguments and must write
    the cache (when asked) and out; it may use ctx's scratch. */
+typedef struct rpa_tile_ops rpa_tile_ops;
+
 typedef struct rpa_kernel_set {
   const char *name;
+  /* 1 if this CPU (and OS) can run it */
+  int (*runs_here)(void);
   rpa_status (*attention)(rpa_context *ctx, const rpa_args *args,
                           const rpa_batch_info *info);
+  const rpa_tile_ops *ops; /* micro-kernels of a tiled set, else NULL */
 } rpa_kernel_set;
+
+struct rpa_pool;
 
 struct rpa_context {
   int num_threads;
+  struct rpa_pool *pool;
   int log;
   const rpa_kernel_set *kernels;
   void *scratch;
@@ -67,8 +75,15 @@ void *rpa_scratch(rpa_context *ctx, size_t bytes);
 rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *args,
                              rpa_batch_info *info);
 
-/* Kernel sets. */
+/* Kernel sets, reference first. */
 extern const rpa_kernel_set rpa_kernels_ref;
+extern const rpa_kernel_set rpa_kernels_scalar;
+extern const rpa_kernel_set rpa_kernels_avx2;
+extern const rpa_kernel_set rpa_kernels_avx512;
+
+/* The tiled engine (engine.c), driven by ctx->kernels->ops. */
+rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *args,
+                                const rpa_batch_info *info);
 
 /* The reference attention: the definition in code. */
 rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *args,

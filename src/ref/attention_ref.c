@@ -129,4 +129,6 @@ rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *a,
   return RPA_OK;
 }
 
-const rpa_kernel_set rpa_kernels_ref = {"ref", rpa_ref_attention};
+static int always(void) { return 1; }
+
+const rpa_kernel_set rpa_kernels_ref = {"ref", always, rpa_ref_attention, NULL};

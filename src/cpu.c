@@ -1,0 +1,49 @@
+#include "cpu.h"
+
+#include <pthread.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static unsigned long long xgetbv0(void) {
+  unsigned int lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((unsigned long long)hi << 32) | lo;
+}
+
+static rpa_cpu detect(void) {
+  rpa_cpu c = {0, 0, 0};
+  unsigned int a, b, cx, d;
+  if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
+  const int osxsave = (cx >> 27) & 1, fma = (cx >> 12) & 1, f16c = (cx >> 29) & 1;
+  const int avx = (cx >> 28) & 1;
+  if (!osxsave || !avx) return c;
+  const unsigned long long xcr0 = xgetbv0();
+  const int ymm_ok = (xcr0 & 0x6) == 0x6;           /* SSE and AVX state */
+  const int zmm_ok = ymm_ok && (xcr0 & 0xe0) == 0xe0; /* opmask, ZMM hi */
+  if (__get_cpuid_max(0, 0) < 7) return c;
+  __cpuid_count(7, 0, a, b, cx, d);
+  const int avx2 = (b >> 5) & 1;
+  const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1,
+            vl = (b >> 31) & 1;
+  c.avx2_fma = ymm_ok && avx2 && fma && f16c;
+  c.avx512 = c.avx2_fma && zmm_ok && f && dq && bw && vl;
+  __cpuid_count(7, 1, a, b, cx, d);
+  c.avx512_bf16 = c.avx512 && ((a >> 5) & 1);
+  return c;
+}
+#else
+static rpa_cpu detect(void) {
+  rpa_cpu c = {0, 0, 0};
+  return c;
+}
+#endif
+
+static rpa_cpu features;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void init(void) { features = detect(); }
+
+const rpa_cpu *rpa_cpu_features(void) {
+  pthread_once(&once, init);
+  return &features;
+}

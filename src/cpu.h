@@ -1,0 +1,15 @@
+/* CPU features, checked with CPUID and, for AVX state, XGETBV (the OS must
+   save the wide registers, not only the CPU have them). */
+#ifndef RPA_CPU_H
+#define RPA_CPU_H
+
+typedef struct rpa_cpu {
+  int avx2_fma;    /* AVX2 + FMA + F16C, OS saves YMM */
+  int avx512;      /* AVX-512 F, BW, DQ, VL, OS saves ZMM and opmasks */
+  int avx512_bf16; /* AVX512-BF16 (vdpbf16ps) on top of avx512 */
+} rpa_cpu;
+
+/* Detected once; thread-safe. */
+const rpa_cpu *rpa_cpu_features(void);
+
+#endif

@@ -1,0 +1,53 @@
+/* The micro-kernels every tiled kernel set provides. The engine
+   (src/engine.c) cuts work into tiles of up to RPA_TILE_KEYS keys taken from
+   any pages; these functions do the arithmetic on one tile.
+
+   Layouts (f32 unless noted; "rows" are query rows: tokens x heads of a GQA
+   group; every row array has row stride `ld` elements):
+     q   [rows][ld]       query rows, widened (and quantized) once per item
+     kt  [D][16]          one K tile, transposed: keys along the vector
+     s,p [rows][16]       logits / probabilities of the tile
+     v   [16][ldv]        one V tile
+     o   [rows][ldv]      the output accumulator
+   Keys past n in a tile are zero in kt and v, so kernels may always work on
+   16 keys. */
+#ifndef RPA_KERNELS_TILE_H
+#define RPA_KERNELS_TILE_H
+
+#include <stdint.h>
+
+#include "rpa.h"
+
+#define RPA_TILE_KEYS 16
+
+typedef struct rpa_tile_ops {
+  const char *name;
+  /* kt[d][c] = widen(row_c[d]) * mul for c < n, 0 for n <= c < 16. */
+  void (*load_kt)(float *kt, const void *const *rows, int n, int D,
+                  rpa_dtype dtype, float mul);
+  /* v[c][d] = widen(row_c[d]) * mul for c < n, 0 for n <= c < 16. */
+  void (*load_v)(float *v, int ldv, const void *const *rows, int n, int Dv,
+                 rpa_dtype dtype, float mul);
+  /* s[r][c] = sum_d q[r][d] * kt[d][c] for r < rows, c < 16. */
+  void (*qk)(float *s, const float *q, int ld, const float *kt, int rows,
+             int D);
+  /* o[r][d] += sum_c p[r][c] * v[c][d] for r < rows, d < Dv. */
+  void (*pv)(float *o, int ldo, const float *p, const float *v, int ldv,
+             int rows, int Dv);
+  /* x[i] *= a for i < n. */
+  void (*scale)(float *x, int n, float a);
+  /* p[c] = exp(s[c] - m) for c < 16; returns the sum. */
+  float (*exp_row)(float *p, const float *s, float m);
+  /* dst[i] = narrow(src[i] * mul) for i < n, in dtype (f32, bf16, f16). */
+  void (*store_row)(void *dst, rpa_dtype dtype, const float *src, int n,
+                    float mul);
+  /* dst[i] = widen(src[i]) for i < n (any dtype). */
+  void (*load_row)(float *dst, const void *src, rpa_dtype dtype, int n);
+} rpa_tile_ops;
+
+/* Portable C micro-kernels, compiled once per ISA folder. */
+extern const rpa_tile_ops rpa_tile_ops_scalar;
+extern const rpa_tile_ops rpa_tile_ops_avx2;
+extern const rpa_tile_ops rpa_tile_ops_avx512;
+
+#endif
