@@ -267,8 +267,8 @@ static void prefetch_keys(const job *jb, const thread_scratch *t, int n,
     for (int32_t h = h0; h < h1; h++) {
       const char *k = t->kbase[i] + h * t->khs[i] * (int64_t)jb->es;
       const char *v = t->vbase[i] + h * t->vhs[i] * (int64_t)jb->es;
-      for (int64_t b = 0; b < kb; b += 64) __builtin_prefetch(k + b, 0, 0);
-      for (int64_t b = 0; b < vb; b += 64) __builtin_prefetch(v + b, 0, 0);
+      for (int64_t b = 0; b < kb; b += 64) __builtin_prefetch(k + b, 0, 2);
+      for (int64_t b = 0; b < vb; b += 64) __builtin_prefetch(v + b, 0, 2);
     }
 }
 
@@ -314,6 +314,10 @@ static void run_item(void *arg, int index, int thread) {
           for (int32_t d = 0; d < D; d++)
             dst[d] = rpa_quantize_q(dst[d], a->q_scale, a->cache.dtype);
       }
+  /* Decode items take the fused step when the ISA has one: every key of
+     the item's range is visible to its single token, so no mask. */
+  const int fused = w->head < 0 && ops->decode_step != NULL;
+  if (fused) ops->scale(t->q, rows * ld, jb->kmul);
   for (int r = 0; r < rows; r++) {
     t->m[r] = -INFINITY;
     t->l[r] = 0.0f;
@@ -338,7 +342,7 @@ static void run_item(void *arg, int index, int thread) {
     if (c + TK < hi) { /* the pipeline: locate and prefetch the next tile */
       const int nn = (int)(hi - c - TK < TK ? hi - c - TK : TK);
       locate_keys(jb, t, seq, c + TK, nn);
-      prefetch_keys(jb, t, nn, h0, h1);
+      if (!getenv("NOPF")) prefetch_keys(jb, t, nn, h0, h1);
     }
     /* Does every row see every key of this tile? */
     int full = n == TK;
@@ -353,6 +357,11 @@ static void run_item(void *arg, int index, int thread) {
       for (int i = 0; i < n; i++) {
         krow[i] = kb[i] + h * khs[i] * (int64_t)es;
         vrow[i] = vb[i] + h * vhs[i] * (int64_t)es;
+      }
+      if (fused) {
+        ops->decode_step(q, ld, R, krow, vrow, n, D, Dv, a->cache.dtype,
+                         a->soft_cap, m, l, o, ldv);
+        continue;
       }
       ops->load_kt(t->kt, krow, n, D, a->cache.dtype, jb->kmul);
       ops->qk(t->s, q, ld, t->kt, R, D);

@@ -154,6 +154,57 @@ static rpa_status check_cache_part(rpa_context *ctx, const char *name,
   return RPA_OK;
 }
 
+/* K and V in one buffer (upstream's combined layout, FlashInfer's HND):
+   allowed when their strides are equal and V's rows fall in the gaps
+   between K's rows. The V row of (page 0, slot 0, head 0) sits `delta`
+   elements from K's; with the lattice of K row starts non-overlapping, the
+   K rows nearest to it are the largest lattice point <= delta (greedy
+   digits by descending stride) and the next one in address order. */
+static int kv_interleave_ok(const rpa_kv_cache *c, int64_t heads, int64_t D,
+                            int64_t Dv) {
+  if (c->k_page_stride != c->v_page_stride ||
+      c->k_slot_stride != c->v_slot_stride ||
+      c->k_head_stride != c->v_head_stride)
+    return 0;
+  const size_t es = rpa_dtype_size(c->dtype);
+  ptrdiff_t bytes = (const char *)c->v - (const char *)c->k;
+  if (bytes % (ptrdiff_t)es != 0) return 0;
+  int64_t delta = bytes / (ptrdiff_t)es, first = D, second = Dv;
+  if (delta < 0) { /* measure K's rows from V's instead */
+    delta = -delta;
+    first = Dv;
+    second = D;
+  }
+  int64_t dims[3] = {c->num_pages, c->page_size, heads};
+  int64_t strides[3] = {c->k_page_stride, c->k_slot_stride, c->k_head_stride};
+  for (int i = 0; i < 3; i++) /* sort by descending stride */
+    for (int j = i + 1; j < 3; j++)
+      if (strides[j] > strides[i]) {
+        int64_t t = strides[i];
+        strides[i] = strides[j];
+        strides[j] = t;
+        t = dims[i];
+        dims[i] = dims[j];
+        dims[j] = t;
+      }
+  int64_t digit[3], x = 0, rem = delta;
+  for (int i = 0; i < 3; i++) {
+    digit[i] = strides[i] > 0 ? rem / strides[i] : 0;
+    if (digit[i] > dims[i] - 1) digit[i] = dims[i] - 1;
+    x += digit[i] * strides[i];
+    rem -= digit[i] * strides[i];
+  }
+  if (delta < x + first) return 0; /* V's row starts inside K's row x */
+  for (int i = 2; i >= 0; i--) {   /* the next K row start after x */
+    if (dims[i] > 1 && digit[i] < dims[i] - 1) {
+      int64_t next = x + strides[i];
+      for (int j = i + 1; j < 3; j++) next -= digit[j] * strides[j];
+      return next >= delta + second;
+    }
+  }
+  return 1; /* x is the last K row */
+}
+
 static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
 
 rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
@@ -398,11 +449,23 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                       (long long)a->lse_head_stride);
     lse.base = a->lse;
   }
+  int64_t table_bytes;
+  if (!mul_ok(table_len, 4, &table_bytes) || !address_ok(a->page_indices, table_bytes))
+    return rpa_fail(ctx, RPA_OVERFLOW,
+                    "pages_per_seq: num_seqs %d * pages_per_seq %d entries "
+                    "overflow the address space",
+                    (int)a->num_seqs, (int)a->pages_per_seq);
   const view meta[4] = {
-      {"cu_q_lens", a->cu_q_lens, (int64_t)(a->num_seqs + 1) * 4},
+      {"cu_q_lens", a->cu_q_lens, ((int64_t)a->num_seqs + 1) * 4},
       {"kv_lens", a->kv_lens, (int64_t)a->num_seqs * 4},
-      {"page_indices", a->page_indices, table_len * 4},
+      {"page_indices", a->page_indices, table_bytes},
       {"sinks", a->sinks, a->sinks ? Hq * 4 : 0}};
+  if (update && !latent && views_overlap(&ck, &cv) &&
+      !kv_interleave_ok(&a->cache, Hkv, D, dv))
+    return rpa_fail(ctx, RPA_OVERLAP,
+                    "cache.v: its rows overlap cache.k's rows, and the fused "
+                    "update writes both (K and V may share a buffer only "
+                    "interleaved, with equal strides)");
   /* Every written buffer against every other buffer. The two cache parts
      may interleave with each other (upstream's combined layout). */
   const view *written[4] = {&o, &lse, update ? &ck : NULL,

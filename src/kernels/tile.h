@@ -43,6 +43,16 @@ typedef struct rpa_tile_ops {
                     float mul);
   /* dst[i] = widen(src[i]) for i < n (any dtype). */
   void (*load_row)(float *dst, const void *src, rpa_dtype dtype, int n);
+  /* Optional (NULL: the engine uses the tile functions above). One fused
+     decode step: `rows` query rows q [rows][ld] (already multiplied by the
+     logit scale) against n <= 16 keys that every row sees; K and V are read
+     and widened in registers straight from their rows (no staging), then
+     soft cap (cap > 0), online softmax update of m [rows], l [rows], and
+     o [rows][ldo] += p v. */
+  void (*decode_step)(const float *q, int ld, int rows,
+                      const void *const *krows, const void *const *vrows,
+                      int n, int D, int Dv, rpa_dtype dtype, float cap,
+                      float *m, float *l, float *o, int ldo);
 } rpa_tile_ops;
 
 /* Portable C micro-kernels, compiled once per ISA folder. */

@@ -1,4 +1,474 @@
-/* AVX-512 micro-kernels. */
-#define RPA_TILE_OPS_NAME rpa_tile_ops_avx512
-#define RPA_TILE_OPS_LABEL "avx512"
-#include "../scalar/tile_portable.c"
+/* AVX-512 micro-kernels (F, BW, DQ, VL; BF16 for narrowing). See ../tile.h
+   for the layouts. Every dtype widens in registers: bf16 by a shift, f16 by
+   vcvtph2ps, fp8 through f16 (e5m2 is the top byte of an f16; e4m3fn's bits
+   shifted into an f16 give the value / 256, exactly). */
+#include <immintrin.h>
+#include <math.h>
+
+#include "../../internal.h"
+#include "../convert.h"
+#include "../tile.h"
+
+enum { K = RPA_TILE_KEYS };
+
+/* 16 elements (or the first `count`) of a row, widened to f32. */
+static inline __m512 widen16(const void *src, rpa_dtype dt, int count) {
+  const __mmask16 m = count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
+  switch (dt) {
+    case RPA_F32:
+      return _mm512_maskz_loadu_ps(m, src);
+    case RPA_BF16: {
+      const __m256i h = _mm256_maskz_loadu_epi16(m, src);
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case RPA_F16:
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src));
+    case RPA_FP8_E5M2: {
+      const __m256i b = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, src));
+      return _mm512_cvtph_ps(_mm256_slli_epi16(b, 8));
+    }
+    case RPA_FP8_E4M3:
+    default: {
+      const __m256i b = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, src));
+      const __m256i mag = _mm256_and_si256(b, _mm256_set1_epi16(0x7f));
+      const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+      __m256i h = _mm256_or_si256(sign, _mm256_slli_epi16(mag, 7));
+      const __mmask16 nan = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7f));
+      h = _mm256_mask_mov_epi16(h, nan, _mm256_set1_epi16(0x7e00));
+      return _mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(256.0f));
+    }
+  }
+}
+
+static inline const void *advance(const void *p, rpa_dtype dt, int elems) {
+  static const unsigned char size[RPA_DTYPE_COUNT] = {4, 2, 2, 1, 1};
+  return (const char *)p + (size_t)elems * size[dt];
+}
+
+/* In-register transpose of 16 x 16 floats. */
+static inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  /* rows now hold 4x4 blocks; gather 128-bit lanes across rows */
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+static void load_kt(float *kt, const void *const *rows, int n, int D,
+                    rpa_dtype dt, float mul) {
+  const __m512 vm = _mm512_set1_ps(mul);
+  for (int d0 = 0; d0 < D; d0 += 16) {
+    const int cnt = D - d0 < 16 ? D - d0 : 16;
+    __m512 r[16];
+    for (int c = 0; c < 16; c++)
+      r[c] = c < n ? _mm512_mul_ps(widen16(advance(rows[c], dt, d0), dt, cnt), vm)
+                   : _mm512_setzero_ps();
+    transpose16(r);
+    for (int i = 0; i < cnt; i++) _mm512_storeu_ps(kt + (d0 + i) * K, r[i]);
+  }
+}
+
+static void load_v(float *v, int ldv, const void *const *rows, int n, int Dv,
+                   rpa_dtype dt, float mul) {
+  const __m512 vm = _mm512_set1_ps(mul);
+  for (int c = 0; c < K; c++) {
+    float *dst = v + (int64_t)c * ldv;
+    for (int d0 = 0; d0 < Dv; d0 += 16) {
+      const int cnt = Dv - d0 < 16 ? Dv - d0 : 16;
+      const __m512 x = c < n ? _mm512_mul_ps(widen16(advance(rows[c], dt, d0), dt, cnt), vm)
+                             : _mm512_setzero_ps();
+      _mm512_storeu_ps(dst + d0, x); /* ldv is a multiple of 16 */
+    }
+  }
+}
+
+static void qk(float *s, const float *q, int ld, const float *kt, int rows,
+               int D) {
+  int r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0,
+           a5 = a0, a6 = a0, a7 = a0;
+    const float *q0 = q + (int64_t)r * ld;
+    for (int d = 0; d < D; d++) {
+      const __m512 k = _mm512_loadu_ps(kt + d * K);
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
+      a1 = _mm512_fmadd_ps(_mm512_set1_ps(q0[ld + d]), k, a1);
+      a2 = _mm512_fmadd_ps(_mm512_set1_ps(q0[2 * ld + d]), k, a2);
+      a3 = _mm512_fmadd_ps(_mm512_set1_ps(q0[3 * ld + d]), k, a3);
+      a4 = _mm512_fmadd_ps(_mm512_set1_ps(q0[4 * ld + d]), k, a4);
+      a5 = _mm512_fmadd_ps(_mm512_set1_ps(q0[5 * ld + d]), k, a5);
+      a6 = _mm512_fmadd_ps(_mm512_set1_ps(q0[6 * ld + d]), k, a6);
+      a7 = _mm512_fmadd_ps(_mm512_set1_ps(q0[7 * ld + d]), k, a7);
+    }
+    _mm512_storeu_ps(s + (r + 0) * K, a0);
+    _mm512_storeu_ps(s + (r + 1) * K, a1);
+    _mm512_storeu_ps(s + (r + 2) * K, a2);
+    _mm512_storeu_ps(s + (r + 3) * K, a3);
+    _mm512_storeu_ps(s + (r + 4) * K, a4);
+    _mm512_storeu_ps(s + (r + 5) * K, a5);
+    _mm512_storeu_ps(s + (r + 6) * K, a6);
+    _mm512_storeu_ps(s + (r + 7) * K, a7);
+  }
+  for (; r + 4 <= rows; r += 4) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *q0 = q + (int64_t)r * ld;
+    for (int d = 0; d < D; d++) {
+      const __m512 k = _mm512_loadu_ps(kt + d * K);
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
+      a1 = _mm512_fmadd_ps(_mm512_set1_ps(q0[ld + d]), k, a1);
+      a2 = _mm512_fmadd_ps(_mm512_set1_ps(q0[2 * ld + d]), k, a2);
+      a3 = _mm512_fmadd_ps(_mm512_set1_ps(q0[3 * ld + d]), k, a3);
+    }
+    _mm512_storeu_ps(s + (r + 0) * K, a0);
+    _mm512_storeu_ps(s + (r + 1) * K, a1);
+    _mm512_storeu_ps(s + (r + 2) * K, a2);
+    _mm512_storeu_ps(s + (r + 3) * K, a3);
+  }
+  for (; r < rows; r++) {
+    __m512 a0 = _mm512_setzero_ps();
+    const float *q0 = q + (int64_t)r * ld;
+    for (int d = 0; d < D; d++)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), _mm512_loadu_ps(kt + d * K), a0);
+    _mm512_storeu_ps(s + r * K, a0);
+  }
+}
+
+/* o[r][d0 .. d0+64) for 4 rows: 16 accumulators in registers over 16 keys. */
+static inline void pv_block4(float *o, int ldo, const float *p, const float *v,
+                             int ldv, int d0, int nvec) {
+  __m512 acc[4][4];
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < nvec; j++) acc[i][j] = _mm512_loadu_ps(o + (int64_t)i * ldo + d0 + 16 * j);
+  for (int c = 0; c < K; c++) {
+    __m512 vv[4];
+    for (int j = 0; j < nvec; j++) vv[j] = _mm512_loadu_ps(v + (int64_t)c * ldv + d0 + 16 * j);
+    for (int i = 0; i < 4; i++) {
+      const __m512 pb = _mm512_set1_ps(p[i * K + c]);
+      for (int j = 0; j < nvec; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < nvec; j++) _mm512_storeu_ps(o + (int64_t)i * ldo + d0 + 16 * j, acc[i][j]);
+}
+
+static void pv(float *o, int ldo, const float *p, const float *v, int ldv,
+               int rows, int Dv) {
+  /* o and v rows are padded to multiples of 16 (ldo, ldv): the padding
+     lanes compute zeros times zeros and are never stored out. */
+  const int dv16 = (Dv + 15) / 16 * 16;
+  int r = 0;
+  for (; r + 4 <= rows; r += 4)
+    for (int d0 = 0; d0 < dv16; d0 += 64) {
+      const int nvec = (dv16 - d0) / 16 < 4 ? (dv16 - d0) / 16 : 4;
+      pv_block4(o + (int64_t)r * ldo, ldo, p + r * K, v, ldv, d0, nvec);
+    }
+  for (; r < rows; r++)
+    for (int d0 = 0; d0 < dv16; d0 += 16) {
+      __m512 acc = _mm512_loadu_ps(o + (int64_t)r * ldo + d0);
+      for (int c = 0; c < K; c++)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(p[r * K + c]),
+                              _mm512_loadu_ps(v + (int64_t)c * ldv + d0), acc);
+      _mm512_storeu_ps(o + (int64_t)r * ldo + d0, acc);
+    }
+}
+
+static void scale(float *x, int n, float a) {
+  const __m512 va = _mm512_set1_ps(a);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), va));
+  for (; i < n; i++) x[i] *= a;
+}
+
+/* exp(x) for x <= 0 within ~1 ulp; 0 below -87.3 and for -inf. */
+static inline __m512 exp_neg16(__m512 x) {
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_scalef_ps(p, n);
+  return _mm512_maskz_mov_ps((__mmask16)~tiny, p);
+}
+
+static float exp_row(float *p, const float *s, float m) {
+  const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(s), _mm512_set1_ps(m)));
+  _mm512_storeu_ps(p, e);
+  return _mm512_reduce_add_ps(e);
+}
+
+static void store_row(void *dst, rpa_dtype dt, const float *src, int n,
+                      float mul) {
+  const __m512 vm = _mm512_set1_ps(mul);
+  for (int i = 0; i < n; i += 16) {
+    const int cnt = n - i < 16 ? n - i : 16;
+    const __mmask16 m = cnt == 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1);
+    const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + i), vm);
+    if (dt == RPA_F32) {
+      _mm512_mask_storeu_ps((float *)dst + i, m, x);
+    } else if (dt == RPA_BF16) {
+      /* round to nearest even on the bits, as rpa_f32_to_bf16 (NaN quiet) */
+      const __m512i u = _mm512_castps_si512(x);
+      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      __m512i rnd = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+      const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+      rnd = _mm512_mask_or_epi32(rnd, nan, u, _mm512_set1_epi32(0x00400000));
+      _mm256_mask_storeu_epi16((uint16_t *)dst + i, m,
+                               _mm512_cvtepi32_epi16(_mm512_srli_epi32(rnd, 16)));
+    } else {
+      _mm256_mask_storeu_epi16((uint16_t *)dst + i, m,
+                               _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  }
+}
+
+static void load_row(float *dst, const void *src, rpa_dtype dt, int n) {
+  for (int i = 0; i < n; i += 16) {
+    const int cnt = n - i < 16 ? n - i : 16;
+    const __mmask16 m = cnt == 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1);
+    _mm512_mask_storeu_ps(dst + i, m, widen16(advance(src, dt, i), dt, cnt));
+  }
+}
+
+/* ---- fused decode step ---------------------------------------------------
+
+   Memory-bound: each K/V row is read once from wherever it lives, widened in
+   registers and used by every query row of the GQA group. Per key, the rows'
+   partial dot products stay as 16-lane vectors; the 16 keys' vectors of a
+   row are then summed in one transpose-reduce tree, so there is no
+   horizontal sum per key. */
+
+/* Sums each of 16 vectors: lane k of the result is the sum of v[k]. */
+static inline __m512 reduce16(const __m512 *v) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; i++) /* 256-bit halves: key 2i | key 2i+1 */
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
+  for (int i = 0; i < 4; i++) /* 128-bit lane L holds key 4i + L */
+    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xdd));
+  for (int i = 0; i < 2; i++)
+    y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0xee));
+  const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88),
+                                 _mm512_shuffle_ps(y[0], y[1], 0xdd));
+  /* element 4L + j of z is key 4j + L */
+  const __m512i idx = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1,
+                                       12, 8, 4, 0);
+  return _mm512_permutexvar_ps(idx, z);
+}
+
+/* tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|). */
+static inline __m512 tanh16(__m512 x) {
+  const __m512 ax = _mm512_abs_ps(x);
+  const __m512 e = exp_neg16(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+  const __m512 t = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e),
+                                 _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+}
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* 16 elements of a row widened to f32; dt is a constant after inlining. */
+static ALWAYS_INLINE __m512 widen_full(const void *src, rpa_dtype dt) {
+  switch (dt) {
+    case RPA_F32: return _mm512_loadu_ps(src);
+    case RPA_BF16:
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)src)), 16));
+    case RPA_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)src));
+    default: return widen16(src, dt, 16);
+  }
+}
+
+/* Logit partials of NR rows against keys c0 and c0+1 (both < n, or c0+1 ==
+   n and then only c0): part[r][c] gets the 16-lane partial sums. */
+static ALWAYS_INLINE void decode_qk_pair(const float *q, int ld, const void *k0,
+                                         const void *k1, int two, int D,
+                                         rpa_dtype dt, const int NR,
+                                         __m512 *part0, __m512 *part1) {
+  __m512 a0[8], a1[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+  int d0 = 0;
+  for (; d0 + 16 <= D; d0 += 16) {
+    const __m512 x0 = widen_full(advance(k0, dt, d0), dt);
+    const __m512 x1 = two ? widen_full(advance(k1, dt, d0), dt) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+      const __m512 qv = _mm512_loadu_ps(q + (int64_t)r * ld + d0);
+      a0[r] = _mm512_fmadd_ps(qv, x0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(qv, x1, a1[r]);
+    }
+  }
+  if (d0 < D) { /* q rows are zero past D */
+    const __m512 x0 = widen16(advance(k0, dt, d0), dt, D - d0);
+    const __m512 x1 = two ? widen16(advance(k1, dt, d0), dt, D - d0) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+      const __m512 qv = _mm512_loadu_ps(q + (int64_t)r * ld + d0);
+      a0[r] = _mm512_fmadd_ps(qv, x0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(qv, x1, a1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; r++) {
+    part0[r * 16] = a0[r];
+    part1[r * 16] = a1[r];
+  }
+}
+
+/* o[4 rows][64 dims at d0] += p[4][c] v_c[d0..] for c < n. */
+static ALWAYS_INLINE void decode_pv_block(float *o, int ldo, const float *p,
+                                          const void *const *vrows, int n,
+                                          int d0, rpa_dtype dt) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; g++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[g][j] = _mm512_loadu_ps(o + (int64_t)g * ldo + d0 + 16 * j);
+  for (int c = 0; c < n; c++) {
+    __m512 vv[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) vv[j] = widen_full(advance(vrows[c], dt, d0 + 16 * j), dt);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+      const __m512 pb = _mm512_set1_ps(p[g * 16 + c]);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++) acc[g][j] = _mm512_fmadd_ps(pb, vv[j], acc[g][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; g++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) _mm512_storeu_ps(o + (int64_t)g * ldo + d0 + 16 * j, acc[g][j]);
+}
+
+/* The general PV for leftover rows and dims: one row, 16 dims at a time. */
+static void decode_pv_rest(float *o, const float *p, const void *const *vrows,
+                           int n, int d0, int Dv, rpa_dtype dt) {
+  for (; d0 < Dv; d0 += 16) {
+    __m512 acc = _mm512_loadu_ps(o + d0);
+    for (int c = 0; c < n; c++)
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(p[c]), widen16(advance(vrows[c], dt, d0), dt, Dv - d0), acc);
+    _mm512_storeu_ps(o + d0, acc);
+  }
+}
+
+static ALWAYS_INLINE void decode_rows(const float *q, int ld, const int NR,
+                                      const void *const *krows,
+                                      const void *const *vrows, int n, int D,
+                                      int Dv, rpa_dtype dt, float cap, float *m,
+                                      float *l, float *o, int ldo) {
+  __attribute__((aligned(64))) __m512 part[8 * 16];
+  __attribute__((aligned(64))) float p[8 * 16];
+  for (int c = 0; c < 16; c += 2) {
+    if (c < n) {
+      decode_qk_pair(q, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
+                     c + 1 < n, D, dt, NR, part + c, part + c + 1);
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; r++) part[r * 16 + c] = part[r * 16 + c + 1] = _mm512_setzero_ps();
+    }
+  }
+  const __mmask16 valid = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+  for (int r = 0; r < NR; r++) {
+    __m512 s = reduce16(part + r * 16);
+    if (cap > 0.0f)
+      s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
+    s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid, s);
+    const float mt = _mm512_reduce_max_ps(s);
+    if (mt > m[r]) {
+      if (l[r] != 0.0f) {
+        const float alpha = expf(m[r] - mt);
+        l[r] *= alpha;
+        scale(o + (int64_t)r * ldo, Dv, alpha);
+      }
+      m[r] = mt;
+    }
+    const __m512 e = exp_neg16(_mm512_sub_ps(s, _mm512_set1_ps(m[r])));
+    _mm512_store_ps(p + r * 16, e);
+    l[r] += _mm512_reduce_add_ps(e);
+  }
+  int g = 0;
+  for (; g + 4 <= NR; g += 4) {
+    int d0 = 0;
+    for (; d0 + 64 <= Dv; d0 += 64)
+      decode_pv_block(o + (int64_t)g * ldo, ldo, p + g * 16, vrows, n, d0, dt);
+    for (int r = g; r < g + 4; r++)
+      decode_pv_rest(o + (int64_t)r * ldo, p + r * 16, vrows, n, d0, Dv, dt);
+  }
+  for (; g < NR; g++) decode_pv_rest(o + (int64_t)g * ldo, p + g * 16, vrows, n, 0, Dv, dt);
+}
+
+static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
+                                         const void *const *krows,
+                                         const void *const *vrows, int n, int D,
+                                         int Dv, rpa_dtype dt, float cap,
+                                         float *m, float *l, float *o, int ldo) {
+  int r = 0;
+  for (; r + 8 <= rows; r += 8)
+    decode_rows(q + (int64_t)r * ld, ld, 8, krows, vrows, n, D, Dv, dt, cap,
+                m + r, l + r, o + (int64_t)r * ldo, ldo);
+  for (; r + 4 <= rows; r += 4)
+    decode_rows(q + (int64_t)r * ld, ld, 4, krows, vrows, n, D, Dv, dt, cap,
+                m + r, l + r, o + (int64_t)r * ldo, ldo);
+  for (; r < rows; r++)
+    decode_rows(q + (int64_t)r * ld, ld, 1, krows, vrows, n, D, Dv, dt, cap,
+                m + r, l + r, o + (int64_t)r * ldo, ldo);
+}
+
+static void decode_step(const float *q, int ld, int rows,
+                        const void *const *krows, const void *const *vrows,
+                        int n, int D, int Dv, rpa_dtype dt, float cap,
+                        float *m, float *l, float *o, int ldo) {
+  switch (dt) { /* one specialised copy per dtype */
+    case RPA_F32:
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F32, cap, m, l, o, ldo);
+      break;
+    case RPA_BF16:
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_BF16, cap, m, l, o, ldo);
+      break;
+    case RPA_F16:
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F16, cap, m, l, o, ldo);
+      break;
+    case RPA_FP8_E4M3:
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E4M3, cap, m, l, o, ldo);
+      break;
+    case RPA_FP8_E5M2:
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E5M2, cap, m, l, o, ldo);
+      break;
+  }
+}
+
+const rpa_tile_ops rpa_tile_ops_avx512 = {
+    "avx512", load_kt, load_v, qk, pv, scale, exp_row, store_row, load_row,
+    decode_step,
+};
