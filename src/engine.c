@@ -342,7 +342,7 @@ static void run_item(void *arg, int index, int thread) {
     if (c + TK < hi) { /* the pipeline: locate and prefetch the next tile */
       const int nn = (int)(hi - c - TK < TK ? hi - c - TK : TK);
       locate_keys(jb, t, seq, c + TK, nn);
-      if (!getenv("NOPF")) prefetch_keys(jb, t, nn, h0, h1);
+      prefetch_keys(jb, t, nn, h0, h1);
     }
     /* Does every row see every key of this tile? */
     int full = n == TK;

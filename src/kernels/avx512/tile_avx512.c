@@ -152,22 +152,32 @@ static void qk(float *s, const float *q, int ld, const float *kt, int rows,
   }
 }
 
-/* o[r][d0 .. d0+64) for 4 rows: 16 accumulators in registers over 16 keys. */
-static inline void pv_block4(float *o, int ldo, const float *p, const float *v,
-                             int ldv, int d0, int nvec) {
+/* o[4 rows][NV x 16 dims from d0] += p[4][16] . v[16][..]: 4 x NV
+   accumulators stay in registers over the 16 keys. */
+static inline __attribute__((always_inline)) void pv_block(
+    float *o, int ldo, const float *p, const float *v, int ldv, int d0,
+    const int NV) {
   __m512 acc[4][4];
+#pragma GCC unroll 4
   for (int i = 0; i < 4; i++)
-    for (int j = 0; j < nvec; j++) acc[i][j] = _mm512_loadu_ps(o + (int64_t)i * ldo + d0 + 16 * j);
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_loadu_ps(o + (int64_t)i * ldo + d0 + 16 * j);
+#pragma GCC unroll 2
   for (int c = 0; c < K; c++) {
     __m512 vv[4];
-    for (int j = 0; j < nvec; j++) vv[j] = _mm512_loadu_ps(v + (int64_t)c * ldv + d0 + 16 * j);
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) vv[j] = _mm512_loadu_ps(v + (int64_t)c * ldv + d0 + 16 * j);
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
       const __m512 pb = _mm512_set1_ps(p[i * K + c]);
-      for (int j = 0; j < nvec; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < 4; i++)
-    for (int j = 0; j < nvec; j++) _mm512_storeu_ps(o + (int64_t)i * ldo + d0 + 16 * j, acc[i][j]);
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + (int64_t)i * ldo + d0 + 16 * j, acc[i][j]);
 }
 
 static void pv(float *o, int ldo, const float *p, const float *v, int ldv,
@@ -176,11 +186,13 @@ static void pv(float *o, int ldo, const float *p, const float *v, int ldv,
      lanes compute zeros times zeros and are never stored out. */
   const int dv16 = (Dv + 15) / 16 * 16;
   int r = 0;
-  for (; r + 4 <= rows; r += 4)
-    for (int d0 = 0; d0 < dv16; d0 += 64) {
-      const int nvec = (dv16 - d0) / 16 < 4 ? (dv16 - d0) / 16 : 4;
-      pv_block4(o + (int64_t)r * ldo, ldo, p + r * K, v, ldv, d0, nvec);
-    }
+  for (; r + 4 <= rows; r += 4) {
+    float *ob = o + (int64_t)r * ldo;
+    const float *pb = p + r * K;
+    int d0 = 0;
+    for (; d0 + 64 <= dv16; d0 += 64) pv_block(ob, ldo, pb, v, ldv, d0, 4);
+    for (; d0 < dv16; d0 += 16) pv_block(ob, ldo, pb, v, ldv, d0, 1);
+  }
   for (; r < rows; r++)
     for (int d0 = 0; d0 < dv16; d0 += 16) {
       __m512 acc = _mm512_loadu_ps(o + (int64_t)r * ldo + d0);
