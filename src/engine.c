@@ -330,6 +330,7 @@ static void run_item(void *arg, int index, int thread) {
   const int window = a->causal && a->sliding_window > 0;
 
   const void *krow[TK], *vrow[TK];
+  int next_n = 0; /* keys of the next tile, located in t */
   if (lo < hi) locate_keys(jb, t, seq, lo, (int)(hi - lo < TK ? hi - lo : TK));
   for (int64_t c = lo; c < hi; c += TK) {
     const int n = (int)(hi - c < TK ? hi - c : TK);
@@ -342,7 +343,9 @@ static void run_item(void *arg, int index, int thread) {
     if (c + TK < hi) { /* the pipeline: locate and prefetch the next tile */
       const int nn = (int)(hi - c - TK < TK ? hi - c - TK : TK);
       locate_keys(jb, t, seq, c + TK, nn);
-      prefetch_keys(jb, t, nn, h0, h1);
+      next_n = nn;
+    } else {
+      next_n = 0;
     }
     /* Does every row see every key of this tile? */
     int full = n == TK;
@@ -358,11 +361,19 @@ static void run_item(void *arg, int index, int thread) {
         krow[i] = kb[i] + h * khs[i] * (int64_t)es;
         vrow[i] = vb[i] + h * vhs[i] * (int64_t)es;
       }
+      /* The pipeline: this head's rows of the next tile are fetched while
+         this head's current tile computes. */
       if (fused) {
+        const void *kn[TK], *vn[TK];
+        for (int i = 0; i < next_n; i++) {
+          kn[i] = t->kbase[i] + h * t->khs[i] * (int64_t)es;
+          vn[i] = t->vbase[i] + h * t->vhs[i] * (int64_t)es;
+        }
         ops->decode_step(q, ld, R, krow, vrow, n, D, Dv, a->cache.dtype,
-                         a->soft_cap, m, l, o, ldv);
+                         a->soft_cap, m, l, o, ldv, kn, vn, next_n);
         continue;
       }
+      prefetch_keys(jb, t, next_n, h, h + 1);
       ops->load_kt(t->kt, krow, n, D, a->cache.dtype, jb->kmul);
       ops->qk(t->s, q, ld, t->kt, R, D);
       if (a->soft_cap > 0.0f) {

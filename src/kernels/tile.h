@@ -48,11 +48,14 @@ typedef struct rpa_tile_ops {
      logit scale) against n <= 16 keys that every row sees; K and V are read
      and widened in registers straight from their rows (no staging), then
      soft cap (cap > 0), online softmax update of m [rows], l [rows], and
-     o [rows][ldo] += p v. */
+     o [rows][ldo] += p v. The rows of the next tile (knext, vnext, n_next)
+     are prefetched a key at a time, spread through the arithmetic. */
   void (*decode_step)(const float *q, int ld, int rows,
                       const void *const *krows, const void *const *vrows,
                       int n, int D, int Dv, rpa_dtype dtype, float cap,
-                      float *m, float *l, float *o, int ldo);
+                      float *m, float *l, float *o, int ldo,
+                      const void *const *knext, const void *const *vnext,
+                      int n_next);
 } rpa_tile_ops;
 
 /* Portable C micro-kernels, compiled once per ISA folder. */

@@ -394,14 +394,28 @@ static void decode_pv_rest(float *o, const float *p, const void *const *vrows,
   }
 }
 
+/* Prefetches row i of a tile into L2: `bytes` from each pointer. */
+static inline void prefetch_row(const void *const *rows, int i, int n, int bytes) {
+  if (i >= n) return;
+  const char *p = rows[i];
+  for (int b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+}
+
 static ALWAYS_INLINE void decode_rows(const float *q, int ld, const int NR,
                                       const void *const *krows,
                                       const void *const *vrows, int n, int D,
                                       int Dv, rpa_dtype dt, float cap, float *m,
-                                      float *l, float *o, int ldo) {
+                                      float *l, float *o, int ldo,
+                                      const void *const *knext,
+                                      const void *const *vnext, int n_next) {
   __attribute__((aligned(64))) __m512 part[8 * 16];
   __attribute__((aligned(64))) float p[8 * 16];
+  const int es = (int)rpa_dtype_size(dt);
   for (int c = 0; c < 16; c += 2) {
+    prefetch_row(knext, c, n_next, D * es);
+    prefetch_row(knext, c + 1, n_next, D * es);
+    prefetch_row(vnext, c, n_next, Dv * es);
+    prefetch_row(vnext, c + 1, n_next, Dv * es);
     if (c < n) {
       decode_qk_pair(q, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
                      c + 1 < n, D, dt, NR, part + c, part + c + 1);
@@ -444,38 +458,42 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
                                          const void *const *krows,
                                          const void *const *vrows, int n, int D,
                                          int Dv, rpa_dtype dt, float cap,
-                                         float *m, float *l, float *o, int ldo) {
-  int r = 0;
-  for (; r + 8 <= rows; r += 8)
+                                         float *m, float *l, float *o, int ldo,
+                                         const void *const *knext,
+                                         const void *const *vnext, int n_next) {
+  int r = 0; /* the first row group prefetches the next tile */
+  for (; r + 8 <= rows; r += 8, n_next = 0)
     decode_rows(q + (int64_t)r * ld, ld, 8, krows, vrows, n, D, Dv, dt, cap,
-                m + r, l + r, o + (int64_t)r * ldo, ldo);
-  for (; r + 4 <= rows; r += 4)
+                m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
+  for (; r + 4 <= rows; r += 4, n_next = 0)
     decode_rows(q + (int64_t)r * ld, ld, 4, krows, vrows, n, D, Dv, dt, cap,
-                m + r, l + r, o + (int64_t)r * ldo, ldo);
-  for (; r < rows; r++)
+                m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
+  for (; r < rows; r++, n_next = 0)
     decode_rows(q + (int64_t)r * ld, ld, 1, krows, vrows, n, D, Dv, dt, cap,
-                m + r, l + r, o + (int64_t)r * ldo, ldo);
+                m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
 }
 
 static void decode_step(const float *q, int ld, int rows,
                         const void *const *krows, const void *const *vrows,
                         int n, int D, int Dv, rpa_dtype dt, float cap,
-                        float *m, float *l, float *o, int ldo) {
+                        float *m, float *l, float *o, int ldo,
+                        const void *const *knext, const void *const *vnext,
+                        int n_next) {
   switch (dt) { /* one specialised copy per dtype */
     case RPA_F32:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F32, cap, m, l, o, ldo);
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F32, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_BF16:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_BF16, cap, m, l, o, ldo);
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_BF16, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_F16:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F16, cap, m, l, o, ldo);
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F16, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_FP8_E4M3:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E4M3, cap, m, l, o, ldo);
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E4M3, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_FP8_E5M2:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E5M2, cap, m, l, o, ldo);
+      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E5M2, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
   }
 }
