@@ -49,6 +49,8 @@ typedef struct work_item {
 
 typedef struct thread_scratch {
   float *q, *s, *p, *o, *m, *l, *kt, *v;
+  float *qt, *st; /* prefill_step: q transposed [ld][ldr], S^T [16][ldr] */
+  int32_t *pos;   /* query position of each row */
   const char *kbase[TK], *vbase[TK];
   int64_t khs[TK], vhs[TK]; /* head stride of each key's source, elements */
 } thread_scratch;
@@ -61,7 +63,7 @@ typedef struct job {
   thread_scratch *ts;
   float *partials;          /* [slots][MAX_SPLITS][Hq][2 + ldv] */
   _Atomic int *pending;     /* [slots] splits not yet finished */
-  int ld, ldv, rows_max;
+  int ld, ldv, ldr, rows_max;
   float kmul;               /* logit scale, folded into the K tile */
   size_t es;                /* cache element size */
 } job;
@@ -272,6 +274,11 @@ static void prefetch_keys(const job *jb, const thread_scratch *t, int n,
     }
 }
 
+static void prefill_keys_hint(const job *jb, const thread_scratch *t, int n,
+                              int32_t h) {
+  prefetch_keys(jb, t, n, h, h + 1);
+}
+
 static void run_item(void *arg, int index, int thread) {
   const job *jb = arg;
   const work_item *w = &jb->items[index];
@@ -317,7 +324,12 @@ static void run_item(void *arg, int index, int thread) {
   /* Decode items take the fused step when the ISA has one: every key of
      the item's range is visible to its single token, so no mask. */
   const int fused = w->head < 0 && ops->decode_step != NULL;
+  const int rowwise = w->head >= 0 && ops->prefill_step != NULL;
   if (fused) ops->scale(t->q, rows * ld, jb->kmul);
+  if (rowwise) {
+    ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul);
+    for (int r = 0; r < rows; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
+  }
   for (int r = 0; r < rows; r++) {
     t->m[r] = -INFINITY;
     t->l[r] = 0.0f;
@@ -363,6 +375,13 @@ static void run_item(void *arg, int index, int thread) {
       }
       /* The pipeline: this head's rows of the next tile are fetched while
          this head's current tile computes. */
+      if (rowwise) {
+        prefill_keys_hint(jb, t, next_n, h);
+        ops->prefill_step(t->qt, jb->ldr, R, t->pos, c, n, full, a->causal,
+                          a->sliding_window, a->soft_cap, krow, vrow, D, Dv,
+                          a->cache.dtype, t->kt, ld, t->v, t->st, m, l, o, ldv);
+        continue;
+      }
       if (fused) {
         const void *kn[TK], *vn[TK];
         for (int i = 0; i < next_n; i++) {
@@ -505,9 +524,11 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   jb.kmul = a->sm_scale * a->k_scale * qs;
 
   /* Scratch: plan + split partials + per-thread tiles, one block. */
+  jb.ldr = round_up(rows_max, 16);
   const size_t per_thread = align64(
-      sizeof(float) * ((size_t)rows_max * (jb.ld + 2 * TK + jb.ldv + 2) +
-                       (size_t)jb.ld * TK + (size_t)TK * jb.ldv));
+      sizeof(float) * ((size_t)rows_max * (jb.ld + 2 * TK + jb.ldv + 3) +
+                       (size_t)jb.ld * TK + (size_t)TK * jb.ldv +
+                       (size_t)jb.ld * jb.ldr + (size_t)TK * jb.ldr) + 64 * 4);
   const size_t plan_bytes = align64(sizeof(work_item) * (size_t)max_items);
   const size_t part_bytes = align64(sizeof(float) * (size_t)slots * MAX_SPLITS *
                                     a->num_q_heads * (2 + jb.ldv));
@@ -540,6 +561,12 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->m = f;
     f += rows_max;
     t->l = f;
+    f += rows_max;
+    t->qt = f;
+    f += (size_t)jb.ld * jb.ldr;
+    t->st = f;
+    f += (size_t)TK * jb.ldr;
+    t->pos = (int32_t *)f;
   }
 
   const int n = plan(a, info, jb.items, jb.pending);

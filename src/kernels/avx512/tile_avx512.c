@@ -498,7 +498,174 @@ static void decode_step(const float *q, int ld, int rows,
   }
 }
 
+/* ---- prefill step ---------------------------------------------------------
+
+   Compute-bound: rows of the item lie along the vector (S^T = K Q^T), so the
+   K tile needs no transpose (keys are broadcast from a widened row-major
+   copy), and the online softmax is vertical: a row's max, sum and rescale
+   are lane-wise, with no horizontal reduction at all. */
+
+static void prefill_begin(float *qt, int ldr, const float *q, int ld, int rows,
+                          int D, float mul) {
+  for (int d = 0; d < D; d++) {
+    float *dst = qt + (int64_t)d * ldr;
+    for (int r = 0; r < rows; r++) dst[r] = q[(int64_t)r * ld + d] * mul;
+    for (int r = rows; r < ldr; r++) dst[r] = 0.0f;
+  }
+}
+
+/* st[c0 + i][rv0*16 + 16 j ..] = sum_d kbuf[c0 + i][d] * qt[d][..] for
+   NK keys x NV row vectors. */
+static ALWAYS_INLINE void prefill_qk_block(float *st, int ldr, const float *qt,
+                                           const float *kbuf, int ldk, int D,
+                                           int c0, int rv0, const int NK,
+                                           const int NV) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < NK; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
+  const float *qb = qt + rv0 * 16;
+  const float *kb = kbuf + (int64_t)c0 * ldk;
+  for (int d = 0; d < D; d++) {
+    __m512 qv[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) qv[j] = _mm512_loadu_ps(qb + (int64_t)d * ldr + 16 * j);
+#pragma GCC unroll 4
+    for (int i = 0; i < NK; i++) {
+      const __m512 kv = _mm512_set1_ps(kb[(int64_t)i * ldk + d]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(kv, qv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < NK; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+      _mm512_storeu_ps(st + (int64_t)(c0 + i) * ldr + rv0 * 16 + 16 * j, acc[i][j]);
+}
+
+/* o[4 rows][NV x 16 from d0] += sum_c st[c][r] vbuf[c][..] (p transposed). */
+static ALWAYS_INLINE void prefill_pv_block(float *o, int ldo, const float *st,
+                                           int ldr, int r0, const float *vbuf,
+                                           int n, int d0, const int NV) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_loadu_ps(o + (int64_t)(r0 + i) * ldo + d0 + 16 * j);
+  for (int c = 0; c < n; c++) {
+    __m512 vv[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) vv[j] = _mm512_loadu_ps(vbuf + (int64_t)c * ldo + d0 + 16 * j);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+      const __m512 pb = _mm512_set1_ps(st[(int64_t)c * ldr + r0 + i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + (int64_t)(r0 + i) * ldo + d0 + 16 * j, acc[i][j]);
+}
+
+static void prefill_step(const float *qt, int ldr, int rows, const int32_t *pos,
+                         int64_t c, int n, int full, int causal, int32_t window,
+                         float cap, const void *const *krows,
+                         const void *const *vrows, int D, int Dv, rpa_dtype dt,
+                         float *kbuf, int ldk, float *vbuf, float *st, float *m,
+                         float *l, float *o, int ldo) {
+  /* K and V tiles widened once (row-major, zero past n and past D). */
+  for (int i = 0; i < n; i++) {
+    load_row(kbuf + (int64_t)i * ldk, krows[i], dt, D);
+    for (int d = D; d < ldk; d++) kbuf[(int64_t)i * ldk + d] = 0.0f;
+    load_row(vbuf + (int64_t)i * ldo, vrows[i], dt, Dv);
+    for (int d = Dv; d < ldo; d++) vbuf[(int64_t)i * ldo + d] = 0.0f;
+  }
+  const int nrv = (rows + 15) / 16;
+  /* S^T: keys in blocks of 4, row vectors in blocks of 4. */
+  for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+    const int nv = nrv - rv0 < 4 ? nrv - rv0 : 4;
+    int c0 = 0;
+    if (nv == 4) {
+      for (; c0 + 4 <= n; c0 += 4) prefill_qk_block(st, ldr, qt, kbuf, ldk, D, c0, rv0, 4, 4);
+      for (; c0 < n; c0++) prefill_qk_block(st, ldr, qt, kbuf, ldk, D, c0, rv0, 1, 4);
+    } else {
+      for (; c0 < n; c0++)
+        for (int j = 0; j < nv; j++) prefill_qk_block(st, ldr, qt, kbuf, ldk, D, c0, rv0 + j, 1, 1);
+    }
+  }
+  /* Vertical online softmax per 16 rows. */
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  for (int j = 0; j < nrv; j++) {
+    const int r0 = j * 16;
+    const int cnt = rows - r0 < 16 ? rows - r0 : 16;
+    const __mmask16 live = cnt == 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1);
+    const __m512i pv_ = _mm512_maskz_loadu_epi32(live, pos + r0);
+    __m512 mt = neg_inf;
+    for (int i = 0; i < n; i++) {
+      float *sp = st + (int64_t)i * ldr + r0;
+      __m512 s = _mm512_loadu_ps(sp);
+      if (cap > 0.0f)
+        s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
+      if (!full && causal) {
+        const __m512i key = _mm512_set1_epi32((int)(c + i));
+        __mmask16 vis = _mm512_cmple_epi32_mask(key, pv_);
+        if (window > 0)
+          vis &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(pv_, key), _mm512_set1_epi32(window));
+        s = _mm512_mask_mov_ps(neg_inf, vis, s);
+      }
+      _mm512_storeu_ps(sp, s);
+      mt = _mm512_max_ps(mt, s);
+    }
+    const __m512 m_old = _mm512_maskz_loadu_ps(live, m + r0);
+    const __m512 m_new = _mm512_max_ps(m_old, mt);
+    /* rows with nothing visible yet keep m = -inf: use 0 to avoid NaN */
+    const __mmask16 seen = _mm512_cmp_ps_mask(m_new, neg_inf, _CMP_NEQ_OQ);
+    const __m512 m_use = _mm512_maskz_mov_ps(seen, m_new);
+    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) {
+      float *sp = st + (int64_t)i * ldr + r0;
+      const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(sp), m_use));
+      _mm512_storeu_ps(sp, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 alpha = exp_neg16(_mm512_sub_ps(m_old, m_use));
+    const __m512 l_old = _mm512_maskz_loadu_ps(live, l + r0);
+    _mm512_mask_storeu_ps(l + r0, live, _mm512_fmadd_ps(l_old, alpha, sum));
+    _mm512_mask_storeu_ps(m + r0, live, m_new);
+    /* lazy rescale: only rows whose maximum rose and that hold something */
+    __mmask16 grow = _mm512_cmp_ps_mask(m_new, m_old, _CMP_GT_OQ) &
+                     _mm512_cmp_ps_mask(l_old, _mm512_setzero_ps(), _CMP_NEQ_OQ) & live;
+    __attribute__((aligned(64))) float al[16];
+    _mm512_store_ps(al, alpha);
+    while (grow) {
+      const int b = __builtin_ctz(grow);
+      grow &= (__mmask16)(grow - 1);
+      scale(o + (int64_t)(r0 + b) * ldo, Dv, al[b]);
+    }
+  }
+  /* O += P V, 4 rows x 64 dims at a time. */
+  const int dv16 = (Dv + 15) / 16 * 16;
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    int d0 = 0;
+    for (; d0 + 64 <= dv16; d0 += 64) prefill_pv_block(o, ldo, st, ldr, r, vbuf, n, d0, 4);
+    for (; d0 < dv16; d0 += 16) prefill_pv_block(o, ldo, st, ldr, r, vbuf, n, d0, 1);
+  }
+  for (; r < rows; r++)
+    for (int d0 = 0; d0 < dv16; d0 += 16) {
+      __m512 acc = _mm512_loadu_ps(o + (int64_t)r * ldo + d0);
+      for (int i = 0; i < n; i++)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(st[(int64_t)i * ldr + r]),
+                              _mm512_loadu_ps(vbuf + (int64_t)i * ldo + d0), acc);
+      _mm512_storeu_ps(o + (int64_t)r * ldo + d0, acc);
+    }
+}
+
 const rpa_tile_ops rpa_tile_ops_avx512 = {
     "avx512", load_kt, load_v, qk, pv, scale, exp_row, store_row, load_row,
-    decode_step,
+    decode_step, prefill_begin, prefill_step,
 };
