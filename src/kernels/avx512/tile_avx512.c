@@ -505,6 +505,30 @@ static void decode_step(const float *q, int ld, int rows,
    copy), and the online softmax is vertical: a row's max, sum and rescale
    are lane-wise, with no horizontal reduction at all. */
 
+/* dst[i][0 .. ld) = widen(rows[i][0 .. cols)), zero past cols; ld is a
+   multiple of 16. */
+static ALWAYS_INLINE void widen_rows_dt(float *dst, int ld,
+                                        const void *const *rows, int n,
+                                        int cols, rpa_dtype dt) {
+  for (int i = 0; i < n; i++) {
+    float *out = dst + (int64_t)i * ld;
+    int d = 0;
+    for (; d + 16 <= cols; d += 16) _mm512_storeu_ps(out + d, widen_full(advance(rows[i], dt, d), dt));
+    if (d < cols) _mm512_storeu_ps(out + d, widen16(advance(rows[i], dt, d), dt, cols - d));
+    for (d = (cols + 15) / 16 * 16; d < ld; d += 16) _mm512_storeu_ps(out + d, _mm512_setzero_ps());
+  }
+}
+
+static void widen_rows(float *dst, int ld, const void *const *rows, int n,
+                       int cols, rpa_dtype dt) {
+  switch (dt) {
+    case RPA_F32: widen_rows_dt(dst, ld, rows, n, cols, RPA_F32); break;
+    case RPA_BF16: widen_rows_dt(dst, ld, rows, n, cols, RPA_BF16); break;
+    case RPA_F16: widen_rows_dt(dst, ld, rows, n, cols, RPA_F16); break;
+    default: widen_rows_dt(dst, ld, rows, n, cols, dt); break;
+  }
+}
+
 static void prefill_begin(float *qt, int ldr, const float *q, int ld, int rows,
                           int D, float mul) {
   for (int d = 0; d < D; d++) {
@@ -578,12 +602,8 @@ static void prefill_step(const float *qt, int ldr, int rows, const int32_t *pos,
                          float *kbuf, int ldk, float *vbuf, float *st, float *m,
                          float *l, float *o, int ldo) {
   /* K and V tiles widened once (row-major, zero past n and past D). */
-  for (int i = 0; i < n; i++) {
-    load_row(kbuf + (int64_t)i * ldk, krows[i], dt, D);
-    for (int d = D; d < ldk; d++) kbuf[(int64_t)i * ldk + d] = 0.0f;
-    load_row(vbuf + (int64_t)i * ldo, vrows[i], dt, Dv);
-    for (int d = Dv; d < ldo; d++) vbuf[(int64_t)i * ldo + d] = 0.0f;
-  }
+  widen_rows(kbuf, ldk, krows, n, D, dt);
+  widen_rows(vbuf, ldo, vrows, n, Dv, dt);
   const int nrv = (rows + 15) / 16;
   /* S^T: keys in blocks of 4, row vectors in blocks of 4. */
   for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
