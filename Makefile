@@ -2,9 +2,11 @@
 # packages via scripts/setup.sh) and build with CMake.
 .PHONY: bench test build clean
 
-# The main job: a realistic serving batch, benchmarked.
+# The main job: the default suite of rpa-bench against this machine's own
+# limits (under 2 minutes), with its JSON and roofline plot under out/.
 bench: build
-	./build/rpa-demo
+	mkdir -p out
+	./build/rpa-bench --json out/bench.json --plot out/roofline.png
 
 # Every test, every build flavour (see scripts/test.sh).
 test:
