@@ -50,6 +50,7 @@ typedef struct work_item {
 typedef struct thread_scratch {
   float *q, *s, *p, *o, *m, *l, *kt, *v;
   float *qt, *st; /* prefill_step: q transposed [ld][ldr], S^T [16][ldr] */
+  uint16_t *qb;   /* decode: q rows in bf16 [rows][ld] */
   int32_t *pos;   /* query position of each row */
   const char *kbase[TK], *vbase[TK];
   int64_t khs[TK], vhs[TK]; /* head stride of each key's source, elements */
@@ -65,6 +66,7 @@ typedef struct job {
   _Atomic int *pending;     /* [slots] splits not yet finished */
   int ld, ldv, ldr, rows_max;
   float kmul;               /* logit scale, folded into the K tile */
+  int q_bf16_exact;         /* the query rows are bf16 values exactly */
   size_t es;                /* cache element size */
 } job;
 
@@ -320,12 +322,17 @@ static void run_item(void *arg, int index, int thread) {
         if (a->q_scale > 0.0f)
           for (int32_t d = 0; d < D; d++)
             dst[d] = rpa_quantize_q(dst[d], a->q_scale, a->cache.dtype);
+        for (int d = D; d < ld; d++) dst[d] = 0.0f; /* kernels read whole vectors */
       }
   /* Decode items take the fused step when the ISA has one: every key of
      the item's range is visible to its single token, so no mask. */
   const int fused = w->head < 0 && ops->decode_step != NULL;
   const int rowwise = w->head >= 0 && ops->prefill_step != NULL;
-  if (fused) ops->scale(t->q, rows * ld, jb->kmul);
+  const uint16_t *qb = NULL;
+  if (fused && jb->q_bf16_exact) { /* bf16 copy for vdpbf16ps, exact */
+    for (int i = 0; i < rows * ld; i++) t->qb[i] = rpa_f32_to_bf16(t->q[i]);
+    qb = t->qb;
+  }
   if (rowwise) {
     ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul);
     for (int r = 0; r < rows; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
@@ -383,13 +390,25 @@ static void run_item(void *arg, int index, int thread) {
         continue;
       }
       if (fused) {
+        /* Prefetch what comes next: the next head's rows of this tile, or
+           after the last head, the first head's rows of the next tile. */
         const void *kn[TK], *vn[TK];
-        for (int i = 0; i < next_n; i++) {
-          kn[i] = t->kbase[i] + h * t->khs[i] * (int64_t)es;
-          vn[i] = t->vbase[i] + h * t->vhs[i] * (int64_t)es;
+        int nn = n;
+        if (h + 1 < h1) {
+          for (int i = 0; i < n; i++) {
+            kn[i] = kb[i] + (h + 1) * khs[i] * (int64_t)es;
+            vn[i] = vb[i] + (h + 1) * vhs[i] * (int64_t)es;
+          }
+        } else {
+          nn = next_n;
+          for (int i = 0; i < next_n; i++) {
+            kn[i] = t->kbase[i] + h0 * t->khs[i] * (int64_t)es;
+            vn[i] = t->vbase[i] + h0 * t->vhs[i] * (int64_t)es;
+          }
         }
-        ops->decode_step(q, ld, R, krow, vrow, n, D, Dv, a->cache.dtype,
-                         a->soft_cap, m, l, o, ldv, kn, vn, next_n);
+        ops->decode_step(q, qb ? qb + (int64_t)(h - h0) * R * ld : NULL, ld,
+                         R, jb->kmul, krow, vrow, n, D, Dv, a->cache.dtype,
+                         a->soft_cap, m, l, o, ldv, kn, vn, nn);
         continue;
       }
       prefetch_keys(jb, t, next_n, h, h + 1);
@@ -522,13 +541,17 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   jb.rows_max = rows_max;
   const float qs = a->q_scale > 0.0f ? a->q_scale : 1.0f;
   jb.kmul = a->sm_scale * a->k_scale * qs;
+  jb.q_bf16_exact = a->q_scale > 0.0f
+                        ? a->cache.dtype != RPA_F32 && a->cache.dtype != RPA_F16
+                        : a->q.dtype == RPA_BF16;
 
   /* Scratch: plan + split partials + per-thread tiles, one block. */
   jb.ldr = round_up(rows_max, 16);
   const size_t per_thread = align64(
       sizeof(float) * ((size_t)rows_max * (jb.ld + 2 * TK + jb.ldv + 3) +
                        (size_t)jb.ld * TK + (size_t)TK * jb.ldv +
-                       (size_t)jb.ld * jb.ldr + (size_t)TK * jb.ldr) + 64 * 4);
+                       (size_t)jb.ld * jb.ldr + (size_t)TK * jb.ldr) +
+      sizeof(uint16_t) * (size_t)rows_max * jb.ld + 64 * 5);
   const size_t plan_bytes = align64(sizeof(work_item) * (size_t)max_items);
   const size_t part_bytes = align64(sizeof(float) * (size_t)slots * MAX_SPLITS *
                                     a->num_q_heads * (2 + jb.ldv));
@@ -567,6 +590,7 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->st = f;
     f += (size_t)TK * jb.ldr;
     t->pos = (int32_t *)f;
+    t->qb = (uint16_t *)(t->pos + round_up(rows_max, 16));
   }
 
   const int n = plan(a, info, jb.items, jb.pending);

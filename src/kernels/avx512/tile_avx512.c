@@ -398,10 +398,37 @@ static void decode_pv_rest(float *o, const float *p, const void *const *vrows,
 static inline void prefetch_row(const void *const *rows, int i, int n, int bytes) {
   if (i >= n) return;
   const char *p = rows[i];
-  for (int b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+  for (int b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
 }
 
-static ALWAYS_INLINE void decode_rows(const float *q, int ld, const int NR,
+/* The same with vdpbf16ps: q and K both bf16, 32 dims per instruction. */
+static ALWAYS_INLINE void decode_qk_pair_bf16(const uint16_t *q, int ld,
+                                              const void *k0, const void *k1,
+                                              int two, int D, const int NR,
+                                              __m512 *part0, __m512 *part1) {
+  __m512 a0[8], a1[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+  for (int d0 = 0; d0 < D; d0 += 32) {
+    const __mmask32 mk = D - d0 >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (D - d0)) - 1);
+    const __m512bh x0 = (__m512bh)_mm512_maskz_loadu_epi16(mk, (const uint16_t *)k0 + d0);
+    const __m512bh x1 = (__m512bh)_mm512_maskz_loadu_epi16(two ? mk : 0, (const uint16_t *)k1 + d0);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+      const __m512bh qv = (__m512bh)_mm512_maskz_loadu_epi16(mk, q + (int64_t)r * ld + d0);
+      a0[r] = _mm512_dpbf16_ps(a0[r], qv, x0);
+      a1[r] = _mm512_dpbf16_ps(a1[r], qv, x1);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; r++) {
+    part0[r * 16] = a0[r];
+    part1[r * 16] = a1[r];
+  }
+}
+
+static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
+                                      int ld, float kmul, const int NR,
                                       const void *const *krows,
                                       const void *const *vrows, int n, int D,
                                       int Dv, rpa_dtype dt, float cap, float *m,
@@ -416,7 +443,10 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, const int NR,
     prefetch_row(knext, c + 1, n_next, D * es);
     prefetch_row(vnext, c, n_next, Dv * es);
     prefetch_row(vnext, c + 1, n_next, Dv * es);
-    if (c < n) {
+    if (c < n && qb && dt == RPA_BF16) {
+      decode_qk_pair_bf16(qb, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
+                          c + 1 < n, D, NR, part + c, part + c + 1);
+    } else if (c < n) {
       decode_qk_pair(q, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
                      c + 1 < n, D, dt, NR, part + c, part + c + 1);
     } else {
@@ -426,7 +456,7 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, const int NR,
   }
   const __mmask16 valid = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
   for (int r = 0; r < NR; r++) {
-    __m512 s = reduce16(part + r * 16);
+    __m512 s = _mm512_mul_ps(reduce16(part + r * 16), _mm512_set1_ps(kmul));
     if (cap > 0.0f)
       s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
     s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid, s);
@@ -454,7 +484,8 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, const int NR,
   for (; g < NR; g++) decode_pv_rest(o + (int64_t)g * ldo, p + g * 16, vrows, n, 0, Dv, dt);
 }
 
-static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
+static ALWAYS_INLINE void decode_step_dt(const float *q, const uint16_t *qb,
+                                         int ld, int rows, float kmul,
                                          const void *const *krows,
                                          const void *const *vrows, int n, int D,
                                          int Dv, rpa_dtype dt, float cap,
@@ -463,37 +494,37 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
                                          const void *const *vnext, int n_next) {
   int r = 0; /* the first row group prefetches the next tile */
   for (; r + 8 <= rows; r += 8, n_next = 0)
-    decode_rows(q + (int64_t)r * ld, ld, 8, krows, vrows, n, D, Dv, dt, cap,
+    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld, kmul, 8, krows, vrows, n, D, Dv, dt, cap,
                 m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
   for (; r + 4 <= rows; r += 4, n_next = 0)
-    decode_rows(q + (int64_t)r * ld, ld, 4, krows, vrows, n, D, Dv, dt, cap,
+    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld, kmul, 4, krows, vrows, n, D, Dv, dt, cap,
                 m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
   for (; r < rows; r++, n_next = 0)
-    decode_rows(q + (int64_t)r * ld, ld, 1, krows, vrows, n, D, Dv, dt, cap,
+    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld, kmul, 1, krows, vrows, n, D, Dv, dt, cap,
                 m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
 }
 
-static void decode_step(const float *q, int ld, int rows,
-                        const void *const *krows, const void *const *vrows,
-                        int n, int D, int Dv, rpa_dtype dt, float cap,
-                        float *m, float *l, float *o, int ldo,
-                        const void *const *knext, const void *const *vnext,
-                        int n_next) {
+static void decode_step(const float *q, const uint16_t *qb, int ld, int rows,
+                        float kmul, const void *const *krows,
+                        const void *const *vrows, int n, int D, int Dv,
+                        rpa_dtype dt, float cap, float *m, float *l, float *o,
+                        int ldo, const void *const *knext,
+                        const void *const *vnext, int n_next) {
   switch (dt) { /* one specialised copy per dtype */
     case RPA_F32:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F32, cap, m, l, o, ldo, knext, vnext, n_next);
+      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_F32, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_BF16:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_BF16, cap, m, l, o, ldo, knext, vnext, n_next);
+      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_BF16, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_F16:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_F16, cap, m, l, o, ldo, knext, vnext, n_next);
+      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_F16, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_FP8_E4M3:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E4M3, cap, m, l, o, ldo, knext, vnext, n_next);
+      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_FP8_E4M3, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
     case RPA_FP8_E5M2:
-      decode_step_dt(q, ld, rows, krows, vrows, n, D, Dv, RPA_FP8_E5M2, cap, m, l, o, ldo, knext, vnext, n_next);
+      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_FP8_E5M2, cap, m, l, o, ldo, knext, vnext, n_next);
       break;
   }
 }
