@@ -330,7 +330,8 @@ static void run_item(void *arg, int index, int thread) {
   const int rowwise = w->head >= 0 && ops->prefill_step != NULL;
   const uint16_t *qb = NULL;
   if (fused && jb->q_bf16_exact) { /* bf16 copy for vdpbf16ps, exact */
-    for (int i = 0; i < rows * ld; i++) t->qb[i] = rpa_f32_to_bf16(t->q[i]);
+    for (int r = 0; r < rows; r++)
+      ops->store_row(t->qb + (int64_t)r * ld, RPA_BF16, t->q + (int64_t)r * ld, ld, 1.0f);
     qb = t->qb;
   }
   if (rowwise) {
