@@ -34,6 +34,7 @@ enum {
   SPLIT_MIN = 512,     /* keys per split at least */
   ROWS_TARGET = 64,    /* query rows (tokens x group) per prefill item */
   TK = RPA_TILE_KEYS,
+  PREFETCH_HEADS = 2,  /* decode: prefetch distance, in head steps */
 };
 
 typedef struct work_item {
@@ -395,16 +396,18 @@ static void run_item(void *arg, int index, int thread) {
            after the last head, the first head's rows of the next tile. */
         const void *kn[TK], *vn[TK];
         int nn = n;
-        if (h + 1 < h1) {
+        const int32_t ph = h + PREFETCH_HEADS; /* head to prefetch */
+        if (ph < h1) {
           for (int i = 0; i < n; i++) {
-            kn[i] = kb[i] + (h + 1) * khs[i] * (int64_t)es;
-            vn[i] = vb[i] + (h + 1) * vhs[i] * (int64_t)es;
+            kn[i] = kb[i] + ph * khs[i] * (int64_t)es;
+            vn[i] = vb[i] + ph * vhs[i] * (int64_t)es;
           }
         } else {
+          const int32_t nh = h0 + (ph - h1) % (h1 - h0);
           nn = next_n;
           for (int i = 0; i < next_n; i++) {
-            kn[i] = t->kbase[i] + h0 * t->khs[i] * (int64_t)es;
-            vn[i] = t->vbase[i] + h0 * t->vhs[i] * (int64_t)es;
+            kn[i] = t->kbase[i] + nh * t->khs[i] * (int64_t)es;
+            vn[i] = t->vbase[i] + nh * t->vhs[i] * (int64_t)es;
           }
         }
         ops->decode_step(q, qb ? qb + (int64_t)(h - h0) * R * ld : NULL, ld,
