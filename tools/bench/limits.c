@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -126,6 +127,33 @@ int bench_pin_self(int cpu) {
   (void)cpu;
   return -1;
 #endif
+}
+
+void bench_advise_huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t page = 4096, start = ((uintptr_t)p + page - 1) & ~(page - 1);
+  const uintptr_t end = ((uintptr_t)p + bytes) & ~(page - 1);
+  if (end > start) (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+const char *bench_thp_mode(void) {
+  static char mode[16] = "";
+  if (mode[0]) return mode;
+  snprintf(mode, sizeof mode, "unknown");
+  FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (!f) return mode;
+  char line[128];
+  if (fgets(line, sizeof line, f)) { /* "always [madvise] never" */
+    const char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
+    if (open && close && close - open - 1 < (long)sizeof mode)
+      snprintf(mode, sizeof mode, "%.*s", (int)(close - open - 1), open + 1);
+  }
+  fclose(f);
+  return mode;
 }
 
 typedef void (*team_fn)(void *arg, int thread);
@@ -413,12 +441,16 @@ int bench_measure_limits(int threads, const int *cpus, int ncpus, void *buf,
   free(rj);
 
 #if BENCH_X86
-  if (cpu->avx512) {
-    out->f32_isa = "AVX-512";
-    out->f32_gflops = measure_peak(fma_avx512, threads, cpus, ncpus) / 1e9;
-  } else if (cpu->avx2_fma) {
+  if (cpu->avx2_fma) {
     out->f32_isa = "AVX2";
     out->f32_gflops = measure_peak(fma_avx2, threads, cpus, ncpus) / 1e9;
+  }
+  if (cpu->avx512) {
+    const double g = measure_peak(fma_avx512, threads, cpus, ncpus) / 1e9;
+    if (g >= out->f32_gflops) {
+      out->f32_isa = "AVX-512";
+      out->f32_gflops = g;
+    }
   }
   if (cpu->avx512_bf16)
     out->bf16_gflops = measure_peak(dot_bf16, threads, cpus, ncpus) / 1e9;

@@ -31,8 +31,11 @@ int bench_pin_self(int cpu);
 typedef struct bench_limits {
   int threads;
   double read_gbps;      /* streaming read, GB/s (1e9 bytes/s) */
-  double f32_gflops;     /* float32 FMA peak, GFLOP/s */
-  const char *f32_isa;   /* "AVX-512", "AVX2" or "portable C" */
+  double f32_gflops;     /* float32 FMA peak, GFLOP/s: the faster of the
+                            AVX-512 and AVX2 loops (some cores run 512-bit
+                            FMAs at half rate) */
+  const char *f32_isa;   /* the loop that gave it: "AVX-512", "AVX2" or
+                            "portable C" */
   double bf16_gflops;    /* vdpbf16ps peak; 0 when the CPU lacks it */
 } bench_limits;
 
@@ -43,6 +46,13 @@ typedef struct bench_limits {
 int bench_measure_limits(int threads, const int *cpus, int ncpus, void *buf,
                          size_t bytes, const bench_cpu *cpu,
                          bench_limits *out);
+
+/* Asks the kernel for transparent huge pages over [p, p + bytes) (Linux
+   madvise; a hint, a no-op elsewhere). */
+void bench_advise_huge_pages(void *p, size_t bytes);
+/* The system's transparent huge page mode ("always", "madvise", "never"),
+   or "unknown". */
+const char *bench_thp_mode(void);
 
 /* Reads `bytes` of buf from offset *cursor on (wrapping), on the calling
    thread, to push a kernel's working set out of the caches; advances

@@ -25,7 +25,7 @@
 enum { MAX_BACKENDS = 8, MAX_CPUS = 1024 };
 
 typedef struct options {
-  int list, all, quiet, check, flush, threads, max_reps, warmup;
+  int list, all, quiet, check, flush, huge_pages, threads, max_reps, warmup;
   double budget_s, check_gflop;
   size_t bw_bytes, pool_bytes;
   const char *backends, *json, *plot;
@@ -66,6 +66,8 @@ static void usage(FILE *f) {
 "  --no-check           skip the check against the reference backend\n"
 "  --check-gflop G      reference sample size per sequence (default 0.1)\n"
 "  --no-flush           do not evict the caches before each timed call\n"
+"  --no-huge-pages      no transparent huge pages for the bandwidth buffer\n"
+"                       and the page pools (asked for by default)\n"
 "  --bw-mb N            bandwidth buffer, MiB (default 1024)\n"
 "  --pool-mb N          smallest page pool, MiB (default 512)\n"
 "output:\n"
@@ -108,7 +110,7 @@ static int parse_real(const char *opt, const char *s, double lo, double hi,
 
 /* Returns 0 to run, 1 to exit successfully (help), -1 on a bad option. */
 static int parse_options(int argc, char **argv, options *o) {
-  *o = (options){.check = 1, .flush = 1, .max_reps = 30, .warmup = 1,
+  *o = (options){.check = 1, .flush = 1, .huge_pages = 1, .max_reps = 30, .warmup = 1,
                  .budget_s = 1.0, .check_gflop = 0.1,
                  .bw_bytes = (size_t)1024 << 20, .pool_bytes = (size_t)512 << 20,
                  .backends = "best"};
@@ -142,6 +144,8 @@ static int parse_options(int argc, char **argv, options *o) {
       o->check = 0;
     } else if (!strcmp(a, "--no-flush")) {
       o->flush = 0;
+    } else if (!strcmp(a, "--no-huge-pages")) {
+      o->huge_pages = 0;
     } else if (!strcmp(a, "--case")) {
       TAKES_VALUE;
       o->cases[o->num_cases++] = v;
@@ -328,12 +332,11 @@ fail:
   return -1;
 }
 
-/* One backend: a context, and the limits at its thread count. */
+/* One backend: a context with its kernel set and thread count. */
 typedef struct backend {
   char name[32]; /* as resolved: "best" becomes the kernel set it picked */
   rpa_context *ctx;
   int threads;
-  int limits; /* index into the limits array */
 } backend;
 
 static void list_available(FILE *f) {
@@ -373,6 +376,15 @@ static int open_backends(const char *list, int threads, backend *bs) {
     }
     snprintf(bs[n].name, sizeof bs[n].name, "%s", rpa_context_isa(bs[n].ctx));
     bs[n].threads = rpa_context_num_threads(bs[n].ctx);
+    int duplicate = 0;
+    for (int i = 0; i < n; i++) duplicate |= !strcmp(bs[i].name, bs[n].name);
+    if (duplicate) { /* "best" and the set it picks, named twice */
+      fprintf(stderr, "rpa-bench: --backend %s is %s, already in the list: "
+                      "run once\n", name, bs[n].name);
+      rpa_context_destroy(bs[n].ctx);
+      bs[n].ctx = NULL;
+      continue;
+    }
     n++;
   }
   if (n == 0) {
@@ -536,7 +548,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < num_bs; i++)
     printf(" %s (%d thread%s)", bs[i].name, bs[i].threads,
            bs[i].threads == 1 ? "" : "s");
-  printf("; %d workload%s\n\n", num_wl, num_wl == 1 ? "" : "s");
+  printf("; %d workload%s; huge pages %s (THP mode: %s)\n\n", num_wl,
+         num_wl == 1 ? "" : "s", o.huge_pages ? "asked for" : "off",
+         bench_thp_mode());
   if (o.threads > ncpus)
     fprintf(stderr, "rpa-bench: warning: %d threads on %d usable CPUs\n",
             o.threads, ncpus);
@@ -548,6 +562,7 @@ int main(int argc, char **argv) {
     status = 1;
     goto done;
   }
+  if (o.huge_pages) bench_advise_huge_pages(bw_buf, o.bw_bytes);
   bench_limits limits[MAX_BACKENDS];
   int num_limits = 0;
   for (int i = 0; i < num_bs; i++) {
@@ -565,9 +580,8 @@ int main(int argc, char **argv) {
       }
       bench_print_limits(stdout, &cpu, &limits[num_limits], o.bw_bytes);
       fflush(stdout);
-      found = num_limits++;
+      num_limits++;
     }
-    bs[i].limits = found;
   }
 
   /* the cases */
@@ -591,8 +605,8 @@ int main(int argc, char **argv) {
     progress(&o, "rpa-bench: [%d/%d] %s: building the batch...\n", c + 1,
              num_wl, w->name);
     const double build_start = now_s();
-    if (bench_batch_make(&batch, w, o.pool_bytes, (uint64_t)c + 1, err,
-                         sizeof err) != 0) {
+    if (bench_batch_make(&batch, w, o.pool_bytes, o.huge_pages, (uint64_t)c + 1,
+                         err, sizeof err) != 0) {
       fprintf(stderr, "rpa-bench: %s: %s\n", w->name, err);
       for (int i = 0; i < num_bs; i++) {
         bench_result *r = &results[num_results++];

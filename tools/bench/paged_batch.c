@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "counting.h"
+#include "limits.h"
 
 static uint64_t splitmix(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -93,8 +94,8 @@ void bench_batch_free(bench_batch *b) {
 }
 
 int bench_batch_make(bench_batch *b, const bench_workload *w,
-                     size_t min_pool_bytes, uint64_t seed, char *err,
-                     size_t err_len) {
+                     size_t min_pool_bytes, int huge_pages, uint64_t seed,
+                     char *err, size_t err_len) {
   memset(b, 0, sizeof *b);
   const int64_t S = w->num_seqs, Hq = w->num_q_heads, Hkv = w->num_kv_heads;
   const int64_t D = w->head_dim, ps = w->page_size;
@@ -161,6 +162,7 @@ int bench_batch_make(bench_batch *b, const bench_workload *w,
   b->out = alloc_aligned((size_t)(T * Hq * D) * os);
   b->cache = alloc_aligned(b->cache_bytes);
   if (!b->q || !b->k || !b->v || !b->out || !b->cache) goto oom;
+  if (huge_pages) bench_advise_huge_pages(b->cache, b->cache_bytes);
   filler f;
   filler_init(&f, w->q_dtype, seed + 1);
   filler_fill(&f, b->q, (size_t)(T * Hq * D));

@@ -30,11 +30,12 @@ typedef struct bench_batch {
   size_t used_cache_bytes; /* pages some sequence owns */
 } bench_batch;
 
-/* Builds the batch for w with a pool of at least min_pool_bytes. Returns 0,
+/* Builds the batch for w with a pool of at least min_pool_bytes (in
+   transparent huge pages when huge_pages and the system allows). Returns 0,
    or -1 with a message in err (out of memory, sizes overflow). */
 int bench_batch_make(bench_batch *b, const bench_workload *w,
-                     size_t min_pool_bytes, uint64_t seed, char *err,
-                     size_t err_len);
+                     size_t min_pool_bytes, int huge_pages, uint64_t seed,
+                     char *err, size_t err_len);
 void bench_batch_free(bench_batch *b);
 
 /* The reference check on a sample: for a few sequences of the batch (the
