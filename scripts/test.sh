@@ -76,6 +76,53 @@ if [ -d build-gcc ]; then
     valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
 fi
 
+# 5. The Python package: its own virtual environment (.venv-test/, with pip's
+#    and JAX's caches inside, so reruns are fast), the pinned test
+#    dependencies, tpu-inference without its dependencies (for its reference
+#    functions), the package installed as a user would (`pip install
+#    ./python`), then pytest: unit tests and conformance against JAX's and
+#    tpu-inference's references. Missing references fail, never skip.
+python_stage() {
+  local venv=.venv-test log=.venv-test.log
+  echo "== python package (pytest in $venv)"
+  export PIP_CACHE_DIR="$PWD/$venv/pip-cache" PIP_DISABLE_PIP_VERSION_CHECK=1
+  { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } >"$log" 2>&1 &&
+    "$venv/bin/pip" install -q -r python/requirements-test.txt >>"$log" 2>&1 &&
+    "$venv/bin/pip" install -q --no-deps -r python/requirements-upstream.txt \
+      >>"$log" 2>&1 &&
+    "$venv/bin/pip" install -q --no-deps --force-reinstall ./python \
+      >>"$log" 2>&1 || {
+    tail -30 "$log"
+    echo "   python: setting up $venv failed: counted as 1 failed"
+    failed=$((failed + 1))
+    return
+  }
+  local out rc
+  out=$(JAX_PLATFORMS=cpu RPA_REQUIRE_REFERENCES=1 \
+    JAX_COMPILATION_CACHE_DIR="$PWD/$venv/jax-cache" \
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
+    "$venv/bin/python" -P -m pytest -q -p no:cacheprovider python/tests 2>&1)
+  rc=$?
+  local line p f
+  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ (passed|failed|errors?|skipped)|^=+ .*(passed|failed|error|no tests)' | tail -1)
+  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
+  p=${p:-0}
+  f=0
+  for n in $(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | grep -oE '^[0-9]+'); do
+    f=$((f + n))
+  done
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    printf '%s\n' "$out" | tail -30
+    f=1 # no tests collected (exit 5), an internal error or a crash
+  fi
+  [ "$f" -ne 0 ] && printf '%s\n' "$out" | grep -E "^(FAILED|ERROR)" | head -20
+  echo "   pytest: $p passed, $f failed (exit $rc)"
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+python_stage
+
 failed=$((failed + stage_failures))
 echo
 echo "$passed passed, $failed failed"

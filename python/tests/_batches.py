@@ -40,7 +40,8 @@ class Batch:
 
     def __init__(self, rng, seqs, *, num_q_heads=4, num_kv_heads=2,
                  head_dim=32, page_size=8, q_dtype=F32, kv_dtype=F32,
-                 pad_tokens=0, pad_seqs=0, spare_pages=3, value_scale=1.0):
+                 pad_tokens=0, pad_seqs=0, spare_pages=3, value_scale=1.0,
+                 pages_per_seq=None):
         self.seqs = list(seqs)
         S = len(seqs)
         self.Hq, self.Hkv, self.D, self.ps = (num_q_heads, num_kv_heads,
@@ -50,6 +51,9 @@ class Batch:
         kv = [k for _, k in seqs]
         self.num_seqs = S
         self.pages_per_seq = max([-(-k // page_size) for k in kv] + [1])
+        if pages_per_seq is not None:
+            assert pages_per_seq >= self.pages_per_seq
+            self.pages_per_seq = pages_per_seq
         P = S * self.pages_per_seq + spare_pages
         self.num_pages = P
         T = sum(q_lens) + pad_tokens
