@@ -111,7 +111,7 @@ class RpaArgs(ctypes.Structure):
 
 class RpaContextOptions(ctypes.Structure):
     _fields_ = [("num_threads", ctypes.c_int), ("isa", ctypes.c_char_p),
-                ("log", ctypes.c_int)]
+                ("log", ctypes.c_int), ("pin_threads", ctypes.c_int)]
 
 
 _ctx_p = ctypes.c_void_p

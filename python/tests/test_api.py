@@ -412,3 +412,39 @@ def test_kernel_sets_listed():
     sets = rpa.kernel_sets()
     assert sets and sets[0] == "ref"
     assert rpa.kernel_set() in sets
+
+
+# ---- the ctypes declarations follow include/rpa.h -------------------------
+
+def header_fields(struct):
+    """Field names of `typedef struct NAME { ... } NAME;` in include/rpa.h,
+    in order (multi-declarator lines split, comments dropped)."""
+    import os
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "include",
+                        "rpa.h")
+    if not os.path.isfile(path):
+        pytest.skip("include/rpa.h is not beside the tests")
+    text = open(path).read()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (struct, struct),
+                     text, re.S).group(1)
+    names = []
+    for decl in body.split(";"):
+        decl = decl.strip()
+        if not decl:
+            continue
+        decl = re.sub(r"^(const\s+)?\w+\s*\**", "", decl)  # the type
+        for d in decl.split(","):
+            names.append(d.strip().lstrip("*").strip())
+    return names
+
+
+@pytest.mark.parametrize("struct,cls", [
+    ("rpa_args", "RpaArgs"), ("rpa_tensor", "RpaTensor"),
+    ("rpa_kv_cache", "RpaKvCache"),
+    ("rpa_context_options", "RpaContextOptions")])
+def test_ctypes_structs_match_header(struct, cls):
+    from rpa import _lib
+    fields = [f[0] for f in getattr(_lib, cls)._fields_]
+    assert fields == header_fields(struct)
