@@ -448,3 +448,25 @@ def test_ctypes_structs_match_header(struct, cls):
     from rpa import _lib
     fields = [f[0] for f in getattr(_lib, cls)._fields_]
     assert fields == header_fields(struct)
+
+
+# ---- every kernel set this CPU runs ----------------------------------------
+
+@pytest.mark.parametrize("isa", rpa.kernel_sets())
+@pytest.mark.parametrize("kv_dtype", [BF16, E4M3], ids=str)
+def test_every_kernel_set_against_oracle(rng, isa, kv_dtype):
+    b = Batch(rng, random_lengths(rng, 4, 4), kv_dtype=kv_dtype,
+              q_dtype=BF16, num_q_heads=8, num_kv_heads=2, head_dim=64)
+    kw = dict(sliding_window=20, soft_cap=4.0, k_scale=0.9, v_scale=1.1,
+              q_scale=0.5, sinks=np.linspace(-2, 2, 8).astype(np.float32))
+    cache = b.kv_cache.copy()
+    kc, vc = rpa.cache_views(cache)
+    out, lse = rpa.attention(b.queries, b.keys, b.values, kc, vc, b.kv_lens,
+                             b.page_indices, b.cu_q_lens,
+                             distribution=b.distribution, sm_scale=0.125,
+                             return_lse=True, isa=isa, **kw)
+    assert (bits(cache) == bits(b.expected_cache())).all()
+    ref, ref_lse = oracle(b, cache, sm_scale=0.125, lse=True, **kw)
+    check_close(out[:b.num_tokens], ref, BF16, vmax(b, cache, 1.1), isa)
+    np.testing.assert_allclose(lse[:b.num_tokens], ref_lse, rtol=1e-5,
+                               atol=1e-4)
