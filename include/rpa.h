@@ -138,6 +138,10 @@ RPA_API const char *rpa_context_last_error(const rpa_context *ctx);
 /* The kernel set in use ("ref", "avx2", "avx512", ...). */
 RPA_API const char *rpa_context_isa(const rpa_context *ctx);
 RPA_API int rpa_context_num_threads(const rpa_context *ctx);
+/* Bytes of scratch the context holds: the peak any call on it has needed
+   (plan, split-KV partials, per-thread tiles). It grows with the number of
+   query tokens and sequences in a call, never with KV length. */
+RPA_API size_t rpa_context_scratch_bytes(const rpa_context *ctx);
 /* 1 if this build and CPU can run the named kernel set, else 0. */
 RPA_API int rpa_isa_available(const char *isa);
 /* The kernel sets compiled in, by index from 0 (reference first); NULL past

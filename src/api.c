@@ -138,6 +138,10 @@ int rpa_context_num_threads(const rpa_context *ctx) {
   return ctx ? ctx->num_threads : 0;
 }
 
+size_t rpa_context_scratch_bytes(const rpa_context *ctx) {
+  return ctx ? ctx->scratch_bytes : 0;
+}
+
 void *rpa_scratch(rpa_context *ctx, size_t bytes) {
   if (bytes <= ctx->scratch_bytes) return ctx->scratch;
   size_t n = (bytes + 63) & ~(size_t)63;
