@@ -131,7 +131,40 @@ static void v3_matches_strided(rpa_dtype qd, rpa_dtype kd) {
   rpa_context_destroy(ctx);
 }
 
+/* The library's scratch does not grow with KV length: the same batch shape
+   at 600 and at 9000 cached tokens per sequence needs the same scratch. */
+static size_t scratch_for(int32_t kv, int32_t chunk) {
+  int32_t q_lens[3] = {1, 1, chunk}, kv_lens[3] = {kv, kv / 2, kv};
+  tb_config c = tb_config_default();
+  c.seed = 3;
+  c.num_seqs = 3;
+  c.q_lens = q_lens;
+  c.kv_lens = kv_lens;
+  c.num_q_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  c.page_size = 16;
+  tb_batch b;
+  size_t bytes = 0;
+  rpa_context *ctx;
+  if (tb_make(&b, &c) == 0 && rpa_context_create(NULL, &ctx) == RPA_OK) {
+    if (rpa_attention(ctx, &b.args) == RPA_OK) bytes = rpa_context_scratch_bytes(ctx);
+    rpa_context_destroy(ctx);
+  }
+  tb_free(&b);
+  return bytes;
+}
+
+static void scratch_independent_of_kv_length(void) {
+  const size_t a = scratch_for(600, 40), b = scratch_for(9000, 40);
+  CHECK(a > 0 || strcmp(getenv("RPA_ISA") ? getenv("RPA_ISA") : "", "ref") == 0,
+        "no scratch reported");
+  CHECK(a == b, "scratch %zu bytes at KV 600, %zu at KV 9000", a, b);
+  CHECK(rpa_context_scratch_bytes(NULL) == 0, "NULL context");
+}
+
 int main(void) {
+  TEST_CASE("scratch does not grow with KV length", scratch_independent_of_kv_length());
   TEST_CASE("context options and kernel-set selection", context_options());
   TEST_CASE("empty batch writes nothing", empty_batch());
   TEST_CASE("v3 convenience == strided call (f32, f32)", v3_matches_strided(RPA_F32, RPA_F32));
