@@ -186,7 +186,10 @@ void bench_print_headline(FILE *f, const bench_result *r, int n,
       }
       qsort(values, (size_t)count, sizeof(double), cmp_double);
       const int lower = targets[g].lower_is_better;
-      const double median = count ? values[count / 2] : 0;
+      const double median =
+          count == 0       ? 0
+          : count % 2 == 1 ? values[count / 2]
+                           : 0.5 * (values[count / 2 - 1] + values[count / 2]);
       const double worst = count ? (lower ? values[count - 1] : values[0]) : 0;
       const int met = failed == 0 && count > 0 &&
                       (lower ? worst <= targets[g].target
