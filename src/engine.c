@@ -329,6 +329,7 @@ static void run_item(void *arg, int index, int thread) {
      the item's range is visible to its single token, so no mask. */
   const int fused = w->head < 0 && ops->decode_step != NULL;
   const int rowwise = w->head >= 0 && ops->prefill_step != NULL;
+  int pairs = 0; /* prefill on vdpbf16ps */
   const uint16_t *qb = NULL;
   if (fused && jb->q_bf16_exact) { /* bf16 copy for vdpbf16ps, exact */
     for (int r = 0; r < rows; r++)
@@ -336,7 +337,8 @@ static void run_item(void *arg, int index, int thread) {
     qb = t->qb;
   }
   if (rowwise) {
-    ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul);
+    pairs = jb->q_bf16_exact && a->cache.dtype == RPA_BF16 && D % 2 == 0;
+    ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul, pairs);
     for (int r = 0; r < rows; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
   }
   for (int r = 0; r < rows; r++) {
@@ -386,7 +388,8 @@ static void run_item(void *arg, int index, int thread) {
          this head's current tile computes. */
       if (rowwise) {
         prefill_keys_hint(jb, t, next_n, h);
-        ops->prefill_step(t->qt, jb->ldr, R, t->pos, c, n, full, a->causal,
+        ops->prefill_step(t->qt, pairs, jb->kmul, jb->ldr, R, t->pos, c, n,
+                          full, a->causal,
                           a->sliding_window, a->soft_cap, krow, vrow, D, Dv,
                           a->cache.dtype, t->kt, ld, t->v, t->st, m, l, o, ldv);
         continue;

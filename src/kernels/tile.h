@@ -61,14 +61,18 @@ typedef struct rpa_tile_ops {
   /* Optional (NULL: the tile functions above). Prefill / mixed items:
      prefill_begin writes the item's query rows transposed and scaled,
      qt[d][r] = q[r][d] * mul (ldr >= rows, a multiple of 16, padding rows
-     zero). prefill_step then runs one tile of n <= 16 keys starting at key
+     zero). With bf16_pairs (q holds bf16 values exactly, K is bf16, D is
+     even) qt instead holds q unscaled as bf16 pairs [D/2][ldr][2] and
+     prefill_step uses vdpbf16ps on K's raw rows, scaling logits by mul.
+     prefill_step then runs one tile of n <= 16 keys starting at key
      position c for `rows` rows whose positions are pos[r]: S^T = K Q^T with
      rows along the vector, mask (causal, window; none when full), soft cap,
      online softmax kept per row in m, l, and o [rows][ldo] += P V.
      kbuf [16][ldk], vbuf [16][ldo], st [16][ldr] are scratch. */
   void (*prefill_begin)(float *qt, int ldr, const float *q, int ld, int rows,
-                        int D, float mul);
-  void (*prefill_step)(const float *qt, int ldr, int rows, const int32_t *pos,
+                        int D, float mul, int bf16_pairs);
+  void (*prefill_step)(const float *qt, int bf16_pairs, float mul, int ldr,
+                       int rows, const int32_t *pos,
                        int64_t c, int n, int full, int causal, int32_t window,
                        float cap, const void *const *krows,
                        const void *const *vrows, int D, int Dv, rpa_dtype dtype,

@@ -4,12 +4,19 @@
    shifted into an f16 give the value / 256, exactly). */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "../../internal.h"
 #include "../convert.h"
 #include "../tile.h"
 
 enum { K = RPA_TILE_KEYS };
+
+static inline uint32_t rpa_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
 
 /* 16 elements (or the first `count`) of a row, widened to f32. */
 static inline __m512 widen16(const void *src, rpa_dtype dt, int count) {
@@ -561,7 +568,19 @@ static void widen_rows(float *dst, int ld, const void *const *rows, int n,
 }
 
 static void prefill_begin(float *qt, int ldr, const float *q, int ld, int rows,
-                          int D, float mul) {
+                          int D, float mul, int bf16_pairs) {
+  if (bf16_pairs) { /* [D/2][ldr][2] bf16, unscaled; exact by contract */
+    uint16_t *qp = (uint16_t *)qt;
+    for (int d2 = 0; d2 < D / 2; d2++) {
+      uint16_t *dst = qp + (int64_t)d2 * ldr * 2;
+      for (int r = 0; r < rows; r++) {
+        dst[2 * r] = (uint16_t)(rpa_bits(q[(int64_t)r * ld + 2 * d2]) >> 16);
+        dst[2 * r + 1] = (uint16_t)(rpa_bits(q[(int64_t)r * ld + 2 * d2 + 1]) >> 16);
+      }
+      for (int r = rows; r < ldr; r++) dst[2 * r] = dst[2 * r + 1] = 0;
+    }
+    return;
+  }
   for (int d = 0; d < D; d++) {
     float *dst = qt + (int64_t)d * ldr;
     for (int r = 0; r < rows; r++) dst[r] = q[(int64_t)r * ld + d] * mul;
@@ -600,6 +619,42 @@ static ALWAYS_INLINE void prefill_qk_block(float *st, int ldr, const float *qt,
       _mm512_storeu_ps(st + (int64_t)(c0 + i) * ldr + rv0 * 16 + 16 * j, acc[i][j]);
 }
 
+/* The same on vdpbf16ps: qt as bf16 pairs, K pairs broadcast straight from
+   the bf16 K rows (no widening). */
+static ALWAYS_INLINE void prefill_qk_block_bf16(float *st, int ldr,
+                                                const uint32_t *qp,
+                                                const void *const *krows, int D,
+                                                int c0, int rv0, const int NK,
+                                                const int NV) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < NK; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
+  const uint32_t *kr[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < NK; i++) kr[i] = (const uint32_t *)krows[c0 + i];
+  for (int d2 = 0; d2 < D / 2; d2++) {
+    __m512bh qv[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+      qv[j] = (__m512bh)_mm512_loadu_si512(qp + (int64_t)d2 * ldr + rv0 * 16 + 16 * j);
+#pragma GCC unroll 4
+    for (int i = 0; i < NK; i++) {
+      uint32_t kpair;
+      memcpy(&kpair, kr[i] + d2, sizeof kpair);
+      const __m512bh kv = (__m512bh)_mm512_set1_epi32((int)kpair);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], qv[j], kv);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < NK; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+      _mm512_storeu_ps(st + (int64_t)(c0 + i) * ldr + rv0 * 16 + 16 * j, acc[i][j]);
+}
+
 /* o[4 rows][NV x 16 from d0] += sum_c st[c][r] vbuf[c][..] (p transposed). */
 static ALWAYS_INLINE void prefill_pv_block(float *o, int ldo, const float *st,
                                            int ldr, int r0, const float *vbuf,
@@ -626,18 +681,33 @@ static ALWAYS_INLINE void prefill_pv_block(float *o, int ldo, const float *st,
     for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + (int64_t)(r0 + i) * ldo + d0 + 16 * j, acc[i][j]);
 }
 
-static void prefill_step(const float *qt, int ldr, int rows, const int32_t *pos,
+static void prefill_step(const float *qt, int pairs, float mul, int ldr,
+                         int rows, const int32_t *pos,
                          int64_t c, int n, int full, int causal, int32_t window,
                          float cap, const void *const *krows,
                          const void *const *vrows, int D, int Dv, rpa_dtype dt,
                          float *kbuf, int ldk, float *vbuf, float *st, float *m,
                          float *l, float *o, int ldo) {
   /* K and V tiles widened once (row-major, zero past n and past D). */
-  widen_rows(kbuf, ldk, krows, n, D, dt);
+  if (!pairs) widen_rows(kbuf, ldk, krows, n, D, dt);
   widen_rows(vbuf, ldo, vrows, n, Dv, dt);
   const int nrv = (rows + 15) / 16;
+  if (pairs) {
+    const uint32_t *qp = (const uint32_t *)qt;
+    for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+      const int nv = nrv - rv0 < 4 ? nrv - rv0 : 4;
+      int c0 = 0;
+      if (nv == 4) {
+        for (; c0 + 4 <= n; c0 += 4) prefill_qk_block_bf16(st, ldr, qp, krows, D, c0, rv0, 4, 4);
+        for (; c0 < n; c0++) prefill_qk_block_bf16(st, ldr, qp, krows, D, c0, rv0, 1, 4);
+      } else {
+        for (; c0 < n; c0++)
+          for (int j = 0; j < nv; j++) prefill_qk_block_bf16(st, ldr, qp, krows, D, c0, rv0 + j, 1, 1);
+      }
+    }
+  }
   /* S^T: keys in blocks of 4, row vectors in blocks of 4. */
-  for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+  for (int rv0 = 0; !pairs && rv0 < nrv; rv0 += 4) {
     const int nv = nrv - rv0 < 4 ? nrv - rv0 : 4;
     int c0 = 0;
     if (nv == 4) {
@@ -659,6 +729,7 @@ static void prefill_step(const float *qt, int ldr, int rows, const int32_t *pos,
     for (int i = 0; i < n; i++) {
       float *sp = st + (int64_t)i * ldr + r0;
       __m512 s = _mm512_loadu_ps(sp);
+      if (pairs) s = _mm512_mul_ps(s, _mm512_set1_ps(mul));
       if (cap > 0.0f)
         s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
       if (!full && causal) {
