@@ -34,7 +34,7 @@ enum {
   SPLIT_MIN = 512,     /* keys per split at least */
   ROWS_TARGET = 64,    /* query rows (tokens x group) per prefill item */
   TK = RPA_TILE_KEYS,
-  PREFETCH_HEADS = 2,  /* decode: prefetch distance, in head steps */
+  PREFETCH_HEADS = 8,  /* decode: prefetch distance, in head steps */
 };
 
 typedef struct work_item {
