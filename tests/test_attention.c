@@ -30,7 +30,7 @@ static void run_and_check(const tb_config *cfg, double extra_tol) {
   CHECK(st == RPA_OK, "rpa_attention: %s: %s", rpa_status_string(st),
         rpa_context_last_error(ctx));
   if (st == RPA_OK) {
-    const double tol = tb_tolerance(cfg->out_dtype, cfg->kv_dtype) + extra_tol;
+    const double tol = tb_tolerance(cfg) + extra_tol;
     CHECK(tb_check_output(&b, out, lse, tol, msg, sizeof msg) == 0, "%s", msg);
     CHECK(tb_check_cache(&b, msg, sizeof msg) == 0, "%s", msg);
   }

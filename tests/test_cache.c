@@ -69,7 +69,7 @@ static void share_mode_writes_nothing(tb_layout l, rpa_dtype kv) {
   CHECK(st == RPA_OK, "%s", rpa_context_last_error(ctx));
   CHECK(memcmp(b.cache.mem, b.cache_before.mem, b.cache.bytes + 2 * TB_GUARD) == 0,
         "KV-share mode wrote the cache");
-  CHECK(tb_check_output(&b, out, lse, tb_tolerance(c.out_dtype, kv), msg,
+  CHECK(tb_check_output(&b, out, lse, tb_tolerance(&c), msg,
                         sizeof msg) == 0,
         "%s", msg);
   free(out);

@@ -261,7 +261,7 @@ static void valid_batch_passes(void) {
     CHECK(strcmp(rpa_context_last_error(ctx), "") == 0,
           "message after success");
     CHECK(tb_check_cache(&G, msg, sizeof msg) == 0, "%s", msg);
-    CHECK(tb_check_output(&G, out, lse, tb_tolerance(RPA_F32, RPA_F32), msg,
+    CHECK(tb_check_output(&G, out, lse, tb_tolerance(&G.cfg), msg,
                           sizeof msg) == 0,
           "%s", msg);
   }

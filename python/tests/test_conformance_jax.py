@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import rpa
-from _batches import (BF16, E4M3, E5M2, F16, F32, IO_DTYPES, KV_DTYPES,
+from _batches import (weights_slack, BF16, E4M3, E5M2, F16, F32, IO_DTYPES, KV_DTYPES,
                       Batch, bits, unit_roundoff)
 from _refs import (Unavailable, f32, jax_v2, logit_perturbation_bound,
                    qk_abs_max, softmax_weights_bound, to_np)
@@ -138,11 +138,13 @@ def test_against_jax_reference(q_dtype, kv_dtype, feature):
     vmax *= kw.get("v_scale", 1.0)
     # 2. exact: the reference in float32 on the same values
     ref = run_reference(b, f32(expected), f32(b.queries), kw, sm_scale)
-    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax,
+    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw),
             "exact")
     # 3. native: the reference in the given dtypes
     ref_native = run_reference(b, expected, b.queries, kw, sm_scale)
     tol = (unit_roundoff(q_dtype) * np.abs(ref_native) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw) +
            native_tolerance(b, expected, kw, sm_scale, ref_native))
     compare(got, ref_native, tol, "native")
 
@@ -164,4 +166,5 @@ def test_against_jax_reference_llama_heads(dtypes):
                         dict(sliding_window=20), 128 ** -0.5)
     vmax = float(np.abs(cache.astype(np.float64)).max())
     compare(out[:b.num_tokens], ref,
-            unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax, "exact")
+            unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, False), "exact")

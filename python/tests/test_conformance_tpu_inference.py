@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import rpa
-from _batches import (BF16, E4M3, E5M2, F16, F32, IO_DTYPES, KV_DTYPES,
+from _batches import (weights_slack, BF16, E4M3, E5M2, F16, F32, IO_DTYPES, KV_DTYPES,
                       Batch, bits, subnormal_step, unit_roundoff)
 from _refs import (Unavailable, f32, load_tpu_inference,
                    logit_perturbation_bound, softmax_weights_bound, to_np)
@@ -175,7 +175,8 @@ def test_against_v3_reference(q_dtype, kv_dtype, feature):
     ref = to_np(ref_out)
     vmax = float(np.abs(b.expected_cache()[:, :, 1::2].astype(
         np.float64)).max()) * kw.get("v_scale", 1.0)
-    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax,
+    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw),
             "exact")
 
     # native: the reference in the given dtypes. Its roundings: logits to
@@ -197,6 +198,7 @@ def test_against_v3_reference(q_dtype, kv_dtype, feature):
     n_keys = int(b.kv_lens.max())
     p_rel = u * (3 + n_keys)  # softmax in out_dtype: exp, sum, divide
     tol = (unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw) +
            (logit_perturbation_bound(delta) + p_rel +
             softmax_weights_bound(kv_dtype, n_keys)) * vmax +
            (unit_roundoff(kv_dtype) + 2 * u) * np.abs(ref))
@@ -269,14 +271,16 @@ def test_against_hd64_reference_with_sinks(q_dtype, kv_dtype, feature):
     assert (bits(mine) == bits(layout(kv_dtype, b.expected_cache()))).all()
     vmax = float(np.abs(b.expected_cache()[:, :, 1::2].astype(
         np.float64)).max()) * kw.get("v_scale", 1.0)
-    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax,
+    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw),
             "exact")
     # native: logits and softmax in float32; the weights rounded to the
     # cache dtype, the PV product in the cache dtype, then q's dtype, then
     # times v_scale in q's dtype.
     ref_n, _ = run(b.queries, b.keys, b.values, layout(kv_dtype, b.kv_cache))
     n_keys = int(b.kv_lens.max())
-    tol = (2e-5 * vmax + softmax_weights_bound(kv_dtype, n_keys) * vmax +
+    tol = (2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw) + softmax_weights_bound(kv_dtype, n_keys) * vmax +
            (unit_roundoff(kv_dtype) + 3 * unit_roundoff(q_dtype)) *
            np.abs(ref_n))
     compare(got, ref_n, tol, "native")
@@ -336,11 +340,13 @@ def test_against_mla_reference(q_dtype, kv_dtype, kw):
                 kv_dtype))).all()
     vmax = float(np.abs(mine.astype(np.float64)).max()) * kw.get("v_scale",
                                                                  1.0)
-    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax,
+    compare(got, ref, unit_roundoff(q_dtype) * np.abs(ref) + 2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw),
             "exact")
     ref_n, _ = run(b.queries, new, layout(kv_dtype))
     n_keys = int(b.kv_lens.max())
-    tol = (2e-5 * vmax + softmax_weights_bound(kv_dtype, n_keys) * vmax +
+    tol = (2e-5 * vmax +
+           weights_slack(q_dtype, kv_dtype, vmax, "q_scale" in kw) + softmax_weights_bound(kv_dtype, n_keys) * vmax +
            (unit_roundoff(kv_dtype) + 3 * unit_roundoff(q_dtype)) *
            np.abs(ref_n))
     compare(got, ref_n, tol, "native")

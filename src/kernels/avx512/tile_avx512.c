@@ -681,6 +681,58 @@ static ALWAYS_INLINE void prefill_pv_block(float *o, int ldo, const float *st,
     for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + (int64_t)(r0 + i) * ldo + d0 + 16 * j, acc[i][j]);
 }
 
+/* PV on vdpbf16ps: o[4 rows][NV x 16 from d0] += sum over key pairs of
+   pp[pair][r] (two bf16 weights) . vp[pair][..] (two bf16 V rows
+   interleaved). */
+static ALWAYS_INLINE void prefill_pv_block_bf16(float *o, int ldo,
+                                                const uint32_t *pp, int ldr,
+                                                int r0, const uint32_t *vp,
+                                                int npairs, int d0, const int NV) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_loadu_ps(o + (int64_t)(r0 + i) * ldo + d0 + 16 * j);
+  for (int c2 = 0; c2 < npairs; c2++) {
+    __m512bh vv[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+      vv[j] = (__m512bh)_mm512_loadu_si512(vp + (int64_t)c2 * ldo + d0 + 16 * j);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+      const __m512bh pb = (__m512bh)_mm512_set1_epi32((int)pp[(int64_t)c2 * ldr + r0 + i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], pb, vv[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + (int64_t)(r0 + i) * ldo + d0 + 16 * j, acc[i][j]);
+}
+
+/* vp[c/2][d] = (V[c][d], V[c+1][d]) as bf16 pairs, zero past n and Dv. */
+static void pack_v_pairs(uint32_t *vp, int ldo, const void *const *vrows, int n,
+                         int Dv) {
+  const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                          39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i hi_idx = _mm512_add_epi16(lo_idx, _mm512_set1_epi16(16));
+  for (int c = 0; c < n; c += 2) {
+    uint32_t *dst = vp + (int64_t)(c / 2) * ldo;
+    for (int d0 = 0; d0 < ldo; d0 += 32) {
+      const int left = Dv - d0;
+      const __mmask32 m = left >= 32 ? (__mmask32)0xffffffffu
+                          : left <= 0 ? 0 : (__mmask32)((1u << left) - 1);
+      const __m512i a = _mm512_maskz_loadu_epi16(m, (const uint16_t *)vrows[c] + d0);
+      const __m512i b = c + 1 < n ? _mm512_maskz_loadu_epi16(m, (const uint16_t *)vrows[c + 1] + d0)
+                                  : _mm512_setzero_si512();
+      _mm512_storeu_si512(dst + d0, _mm512_permutex2var_epi16(a, lo_idx, b));
+      if (d0 + 16 < ldo)
+        _mm512_storeu_si512(dst + d0 + 16, _mm512_permutex2var_epi16(a, hi_idx, b));
+    }
+  }
+}
+
 static void prefill_step(const float *qt, int pairs, float mul, int ldr,
                          int rows, const int32_t *pos,
                          int64_t c, int n, int full, int causal, int32_t window,
@@ -688,9 +740,14 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
                          const void *const *vrows, int D, int Dv, rpa_dtype dt,
                          float *kbuf, int ldk, float *vbuf, float *st, float *m,
                          float *l, float *o, int ldo) {
-  /* K and V tiles widened once (row-major, zero past n and past D). */
-  if (!pairs) widen_rows(kbuf, ldk, krows, n, D, dt);
-  widen_rows(vbuf, ldo, vrows, n, Dv, dt);
+  /* K and V tiles widened once (row-major, zero past n and past D); on the
+     bf16 path V is packed into key pairs instead. */
+  if (!pairs) {
+    widen_rows(kbuf, ldk, krows, n, D, dt);
+    widen_rows(vbuf, ldo, vrows, n, Dv, dt);
+  } else {
+    pack_v_pairs((uint32_t *)vbuf, ldo, vrows, n, Dv);
+  }
   const int nrv = (rows + 15) / 16;
   if (pairs) {
     const uint32_t *qp = (const uint32_t *)qt;
@@ -769,8 +826,38 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
       scale(o + (int64_t)(r0 + b) * ldo, Dv, al[b]);
     }
   }
-  /* O += P V, 4 rows x 64 dims at a time. */
   const int dv16 = (Dv + 15) / 16 * 16;
+  if (pairs) { /* weights to bf16 pairs in place: pp[c/2][r] over st */
+    uint32_t *pp = (uint32_t *)st;
+    const int npairs = (n + 1) / 2;
+    for (int c2 = 0; c2 < npairs; c2++)
+      for (int r0 = 0; r0 < nrv * 16; r0 += 16) {
+        const __m512 a = _mm512_loadu_ps(st + (int64_t)(2 * c2) * ldr + r0);
+        const __m512 b = 2 * c2 + 1 < n ? _mm512_loadu_ps(st + (int64_t)(2 * c2 + 1) * ldr + r0)
+                                        : _mm512_setzero_ps();
+        const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+        const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+        _mm512_storeu_si512(pp + (int64_t)c2 * ldr + r0, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+      }
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      int d0 = 0;
+      for (; d0 + 64 <= dv16; d0 += 64)
+        prefill_pv_block_bf16(o, ldo, pp, ldr, r, (const uint32_t *)vbuf, npairs, d0, 4);
+      for (; d0 < dv16; d0 += 16)
+        prefill_pv_block_bf16(o, ldo, pp, ldr, r, (const uint32_t *)vbuf, npairs, d0, 1);
+    }
+    for (; r < rows; r++)
+      for (int d0 = 0; d0 < dv16; d0 += 16) {
+        __m512 acc = _mm512_loadu_ps(o + (int64_t)r * ldo + d0);
+        for (int c2 = 0; c2 < npairs; c2++)
+          acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_set1_epi32((int)pp[(int64_t)c2 * ldr + r]),
+                                 (__m512bh)_mm512_loadu_si512((const uint32_t *)vbuf + (int64_t)c2 * ldo + d0));
+        _mm512_storeu_ps(o + (int64_t)r * ldo + d0, acc);
+      }
+    return;
+  }
+  /* O += P V, 4 rows x 64 dims at a time. */
   int r = 0;
   for (; r + 4 <= rows; r += 4) {
     int d0 = 0;
