@@ -402,10 +402,15 @@ static void decode_pv_rest(float *o, const float *p, const void *const *vrows,
 }
 
 /* Prefetches row i of a tile into L2: `bytes` from each pointer. */
-static inline void prefetch_row(const void *const *rows, int i, int n, int bytes) {
+static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
+                                       int bytes, const int hint) {
   if (i >= n) return;
   const char *p = rows[i];
-  for (int b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+  for (int b = 0; b < bytes; b += 64)
+    if (hint == _MM_HINT_T0)
+      _mm_prefetch(p + b, _MM_HINT_T0);
+    else
+      _mm_prefetch(p + b, _MM_HINT_T1);
 }
 
 /* The same with vdpbf16ps: q and K both bf16, 32 dims per instruction. */
@@ -446,10 +451,15 @@ static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
   __attribute__((aligned(64))) float p[8 * 16];
   const int es = (int)rpa_dtype_size(dt);
   for (int c = 0; c < 16; c += 2) {
-    prefetch_row(knext, c, n_next, D * es);
-    prefetch_row(knext, c + 1, n_next, D * es);
-    prefetch_row(vnext, c, n_next, Dv * es);
-    prefetch_row(vnext, c + 1, n_next, Dv * es);
+    prefetch_row(knext, c, n_next, D * es, _MM_HINT_T1);
+    prefetch_row(knext, c + 1, n_next, D * es, _MM_HINT_T1);
+    prefetch_row(vnext, c, n_next, Dv * es, _MM_HINT_T1);
+    prefetch_row(vnext, c + 1, n_next, Dv * es, _MM_HINT_T1);
+    /* and this tile's rows a few keys ahead into L1 */
+    prefetch_row(krows, c + 4, n, D * es, _MM_HINT_T0);
+    prefetch_row(krows, c + 5, n, D * es, _MM_HINT_T0);
+    prefetch_row(vrows, c, n, Dv * es, _MM_HINT_T0);
+    prefetch_row(vrows, c + 1, n, Dv * es, _MM_HINT_T0);
     if (c < n && qb && dt == RPA_BF16) {
       decode_qk_pair_bf16(qb, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
                           c + 1 < n, D, NR, part + c, part + c + 1);
