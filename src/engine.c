@@ -34,6 +34,7 @@ enum {
   SPLIT_MIN = 512,     /* keys per split at least */
   ROWS_TARGET = 64,    /* query rows (tokens x group) per prefill item */
   TK = RPA_TILE_KEYS,
+  TK_ROWWISE = 32,     /* keys per prefill_step: amortises its per-tile work */
   PREFETCH_HEADS = 8,  /* decode: prefetch distance, in head steps */
 };
 
@@ -53,8 +54,8 @@ typedef struct thread_scratch {
   float *qt, *st; /* prefill_step: q transposed [ld][ldr], S^T [16][ldr] */
   uint16_t *qb;   /* decode: q rows in bf16 [rows][ld] */
   int32_t *pos;   /* query position of each row */
-  const char *kbase[TK], *vbase[TK];
-  int64_t khs[TK], vhs[TK]; /* head stride of each key's source, elements */
+  const char *kbase[TK_ROWWISE], *vbase[TK_ROWWISE];
+  int64_t khs[TK_ROWWISE], vhs[TK_ROWWISE]; /* head stride per key's source */
 } thread_scratch;
 
 typedef struct job {
@@ -352,26 +353,27 @@ static void run_item(void *arg, int index, int thread) {
   const int64_t pos_first = prefix + w->j0, pos_last = prefix + w->j1 - 1;
   const int window = a->causal && a->sliding_window > 0;
 
-  const void *krow[TK], *vrow[TK];
+  const void *krow[TK_ROWWISE], *vrow[TK_ROWWISE];
   int next_n = 0; /* keys of the next tile, located in t */
-  if (lo < hi) locate_keys(jb, t, seq, lo, (int)(hi - lo < TK ? hi - lo : TK));
-  for (int64_t c = lo; c < hi; c += TK) {
-    const int n = (int)(hi - c < TK ? hi - c : TK);
-    const char *kb[TK], *vb[TK];
-    int64_t khs[TK], vhs[TK];
+  const int step = rowwise ? TK_ROWWISE : TK; /* keys per tile */
+  if (lo < hi) locate_keys(jb, t, seq, lo, (int)(hi - lo < step ? hi - lo : step));
+  for (int64_t c = lo; c < hi; c += step) {
+    const int n = (int)(hi - c < step ? hi - c : step);
+    const char *kb[TK_ROWWISE], *vb[TK_ROWWISE];
+    int64_t khs[TK_ROWWISE], vhs[TK_ROWWISE];
     memcpy(kb, t->kbase, sizeof kb);
     memcpy(vb, t->vbase, sizeof vb);
     memcpy(khs, t->khs, sizeof khs);
     memcpy(vhs, t->vhs, sizeof vhs);
-    if (c + TK < hi) { /* the pipeline: locate and prefetch the next tile */
-      const int nn = (int)(hi - c - TK < TK ? hi - c - TK : TK);
-      locate_keys(jb, t, seq, c + TK, nn);
+    if (c + step < hi) { /* the pipeline: locate and prefetch the next tile */
+      const int nn = (int)(hi - c - step < step ? hi - c - step : step);
+      locate_keys(jb, t, seq, c + step, nn);
       next_n = nn;
     } else {
       next_n = 0;
     }
     /* Does every row see every key of this tile? */
-    int full = n == TK;
+    int full = n == step;
     if (a->causal) {
       if (c + n - 1 > pos_first) full = 0;
       if (window && pos_last - c >= a->sliding_window) full = 0;
@@ -556,8 +558,8 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   jb.ldr = round_up(rows_max, 16);
   const size_t per_thread = align64(
       sizeof(float) * ((size_t)rows_max * (jb.ld + 2 * TK + jb.ldv + 3) +
-                       (size_t)jb.ld * TK + (size_t)TK * jb.ldv +
-                       (size_t)jb.ld * jb.ldr + (size_t)TK * jb.ldr) +
+                       (size_t)jb.ld * TK_ROWWISE + (size_t)TK_ROWWISE * jb.ldv +
+                       (size_t)jb.ld * jb.ldr + (size_t)TK_ROWWISE * jb.ldr) +
       sizeof(uint16_t) * (size_t)rows_max * jb.ld + 64 * 5);
   const size_t plan_bytes = align64(sizeof(work_item) * (size_t)max_items);
   const size_t part_bytes = align64(sizeof(float) * (size_t)slots * MAX_SPLITS *
@@ -581,9 +583,9 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->o = f;
     f += (size_t)rows_max * jb.ldv;
     t->kt = f;
-    f += (size_t)jb.ld * TK;
+    f += (size_t)jb.ld * TK_ROWWISE; /* kt [D][16], or prefill's K tile [64][ld] */
     t->v = f;
-    f += (size_t)TK * jb.ldv;
+    f += (size_t)TK_ROWWISE * jb.ldv;
     t->s = f;
     f += (size_t)rows_max * TK;
     t->p = f;
@@ -595,7 +597,7 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->qt = f;
     f += (size_t)jb.ld * jb.ldr;
     t->st = f;
-    f += (size_t)TK * jb.ldr;
+    f += (size_t)TK_ROWWISE * jb.ldr;
     t->pos = (int32_t *)f;
     t->qb = (uint16_t *)(t->pos + round_up(rows_max, 16));
   }

@@ -68,7 +68,7 @@ typedef struct rpa_tile_ops {
      position c for `rows` rows whose positions are pos[r]: S^T = K Q^T with
      rows along the vector, mask (causal, window; none when full), soft cap,
      online softmax kept per row in m, l, and o [rows][ldo] += P V.
-     kbuf [16][ldk], vbuf [16][ldo], st [16][ldr] are scratch. */
+     kbuf [64][ldk], vbuf [64][ldo], st [64][ldr] are scratch. */
   void (*prefill_begin)(float *qt, int ldr, const float *q, int ld, int rows,
                         int D, float mul, int bf16_pairs);
   void (*prefill_step)(const float *qt, int bf16_pairs, float mul, int ldr,
