@@ -278,11 +278,6 @@ static void prefetch_keys(const job *jb, const thread_scratch *t, int n,
     }
 }
 
-static void prefill_keys_hint(const job *jb, const thread_scratch *t, int n,
-                              int32_t h) {
-  prefetch_keys(jb, t, n, h, h + 1);
-}
-
 static void run_item(void *arg, int index, int thread) {
   const job *jb = arg;
   const work_item *w = &jb->items[index];
@@ -389,7 +384,7 @@ static void run_item(void *arg, int index, int thread) {
       /* The pipeline: this head's rows of the next tile are fetched while
          this head's current tile computes. */
       if (rowwise) {
-        prefill_keys_hint(jb, t, next_n, h);
+        prefetch_keys(jb, t, next_n, h, h + 1);
         ops->prefill_step(t->qt, pairs, jb->kmul, jb->ldr, R, t->pos, c, n,
                           full, a->causal,
                           a->sliding_window, a->soft_cap, krow, vrow, D, Dv,
@@ -583,7 +578,7 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->o = f;
     f += (size_t)rows_max * jb.ldv;
     t->kt = f;
-    f += (size_t)jb.ld * TK_ROWWISE; /* kt [D][16], or prefill's K tile [64][ld] */
+    f += (size_t)jb.ld * TK_ROWWISE; /* kt [D][16], or prefill's K tile [32][ld] */
     t->v = f;
     f += (size_t)TK_ROWWISE * jb.ldv;
     t->s = f;

@@ -64,11 +64,11 @@ typedef struct rpa_tile_ops {
      zero). With bf16_pairs (q holds bf16 values exactly, K is bf16, D is
      even) qt instead holds q unscaled as bf16 pairs [D/2][ldr][2] and
      prefill_step uses vdpbf16ps on K's raw rows, scaling logits by mul.
-     prefill_step then runs one tile of n <= 16 keys starting at key
+     prefill_step then runs one tile of n <= 32 keys starting at key
      position c for `rows` rows whose positions are pos[r]: S^T = K Q^T with
      rows along the vector, mask (causal, window; none when full), soft cap,
      online softmax kept per row in m, l, and o [rows][ldo] += P V.
-     kbuf [64][ldk], vbuf [64][ldo], st [64][ldr] are scratch. */
+     kbuf [32][ldk], vbuf [32][ldo], st [32][ldr] are scratch. */
   void (*prefill_begin)(float *qt, int ldr, const float *q, int ld, int rows,
                         int D, float mul, int bf16_pairs);
   void (*prefill_step)(const float *qt, int bf16_pairs, float mul, int ldr,
