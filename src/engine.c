@@ -528,6 +528,10 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   const rpa_tile_ops *ops = ctx->kernels->ops;
   int64_t slots;
   const int64_t max_items = count_items(a, info, &slots);
+  if (max_items > INT32_MAX)
+    return rpa_fail(ctx, RPA_OVERFLOW,
+                    "num_tokens: %lld work items, more than one call can plan",
+                    (long long)max_items);
   const int threads = ctx->num_threads;
   job jb;
   jb.a = a;
