@@ -215,11 +215,11 @@ rpa_status rpa_ragged_paged_attention_v3(
   a.out = (rpa_tensor){out, q_dtype, Hq * D, D};
   a.k = (rpa_tensor){(void *)keys, kv_dtype, Hkv * D, D};
   a.v = (rpa_tensor){(void *)values, kv_dtype, Hkv * D, D};
-  /* Combined cache [pages, page_size, 2*Hkv, D]: K of head h is row 2h. */
-  a.cache.k = kv_cache;
-  a.cache.v = kv_cache ? (char *)kv_cache + D * rpa_dtype_size(kv_dtype)
-                       : NULL;
+  /* Combined cache [pages, page_size, 2*Hkv, D]: K of head h is row 2h.
+     (NULL would read as a latent cache, so it is refused here.) */
   if (!kv_cache) return rpa_fail(ctx, RPA_NULL_POINTER, "kv_cache: NULL");
+  a.cache.k = kv_cache;
+  a.cache.v = (char *)kv_cache + D * rpa_dtype_size(kv_dtype);
   a.cache.dtype = kv_dtype;
   a.cache.num_pages = num_pages;
   a.cache.page_size = page_size;

@@ -22,6 +22,8 @@
 
 typedef struct rpa_tile_ops {
   const char *name;
+  /* load_kt, load_v, qk, pv and exp_row: required unless both decode_step
+     and prefill_step are given (the engine then never calls them). */
   /* kt[d][c] = widen(row_c[d]) * mul for c < n, 0 for n <= c < 16. */
   void (*load_kt)(float *kt, const void *const *rows, int n, int D,
                   rpa_dtype dtype, float mul);

@@ -52,164 +52,6 @@ static inline const void *advance(const void *p, rpa_dtype dt, int elems) {
   return (const char *)p + (size_t)elems * size[dt];
 }
 
-/* In-register transpose of 16 x 16 floats. */
-static inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  /* rows now hold 4x4 blocks; gather 128-bit lanes across rows */
-  for (int i = 0; i < 4; i++) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-  }
-  for (int i = 0; i < 4; i++) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
-  }
-}
-
-static void load_kt(float *kt, const void *const *rows, int n, int D,
-                    rpa_dtype dt, float mul) {
-  const __m512 vm = _mm512_set1_ps(mul);
-  for (int d0 = 0; d0 < D; d0 += 16) {
-    const int cnt = D - d0 < 16 ? D - d0 : 16;
-    __m512 r[16];
-    for (int c = 0; c < 16; c++)
-      r[c] = c < n ? _mm512_mul_ps(widen16(advance(rows[c], dt, d0), dt, cnt), vm)
-                   : _mm512_setzero_ps();
-    transpose16(r);
-    for (int i = 0; i < cnt; i++) _mm512_storeu_ps(kt + (d0 + i) * K, r[i]);
-  }
-}
-
-static void load_v(float *v, int ldv, const void *const *rows, int n, int Dv,
-                   rpa_dtype dt, float mul) {
-  const __m512 vm = _mm512_set1_ps(mul);
-  for (int c = 0; c < K; c++) {
-    float *dst = v + (int64_t)c * ldv;
-    for (int d0 = 0; d0 < Dv; d0 += 16) {
-      const int cnt = Dv - d0 < 16 ? Dv - d0 : 16;
-      const __m512 x = c < n ? _mm512_mul_ps(widen16(advance(rows[c], dt, d0), dt, cnt), vm)
-                             : _mm512_setzero_ps();
-      _mm512_storeu_ps(dst + d0, x); /* ldv is a multiple of 16 */
-    }
-  }
-}
-
-static void qk(float *s, const float *q, int ld, const float *kt, int rows,
-               int D) {
-  int r = 0;
-  for (; r + 8 <= rows; r += 8) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0,
-           a5 = a0, a6 = a0, a7 = a0;
-    const float *q0 = q + (int64_t)r * ld;
-    for (int d = 0; d < D; d++) {
-      const __m512 k = _mm512_loadu_ps(kt + d * K);
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
-      a1 = _mm512_fmadd_ps(_mm512_set1_ps(q0[ld + d]), k, a1);
-      a2 = _mm512_fmadd_ps(_mm512_set1_ps(q0[2 * ld + d]), k, a2);
-      a3 = _mm512_fmadd_ps(_mm512_set1_ps(q0[3 * ld + d]), k, a3);
-      a4 = _mm512_fmadd_ps(_mm512_set1_ps(q0[4 * ld + d]), k, a4);
-      a5 = _mm512_fmadd_ps(_mm512_set1_ps(q0[5 * ld + d]), k, a5);
-      a6 = _mm512_fmadd_ps(_mm512_set1_ps(q0[6 * ld + d]), k, a6);
-      a7 = _mm512_fmadd_ps(_mm512_set1_ps(q0[7 * ld + d]), k, a7);
-    }
-    _mm512_storeu_ps(s + (r + 0) * K, a0);
-    _mm512_storeu_ps(s + (r + 1) * K, a1);
-    _mm512_storeu_ps(s + (r + 2) * K, a2);
-    _mm512_storeu_ps(s + (r + 3) * K, a3);
-    _mm512_storeu_ps(s + (r + 4) * K, a4);
-    _mm512_storeu_ps(s + (r + 5) * K, a5);
-    _mm512_storeu_ps(s + (r + 6) * K, a6);
-    _mm512_storeu_ps(s + (r + 7) * K, a7);
-  }
-  for (; r + 4 <= rows; r += 4) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float *q0 = q + (int64_t)r * ld;
-    for (int d = 0; d < D; d++) {
-      const __m512 k = _mm512_loadu_ps(kt + d * K);
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
-      a1 = _mm512_fmadd_ps(_mm512_set1_ps(q0[ld + d]), k, a1);
-      a2 = _mm512_fmadd_ps(_mm512_set1_ps(q0[2 * ld + d]), k, a2);
-      a3 = _mm512_fmadd_ps(_mm512_set1_ps(q0[3 * ld + d]), k, a3);
-    }
-    _mm512_storeu_ps(s + (r + 0) * K, a0);
-    _mm512_storeu_ps(s + (r + 1) * K, a1);
-    _mm512_storeu_ps(s + (r + 2) * K, a2);
-    _mm512_storeu_ps(s + (r + 3) * K, a3);
-  }
-  for (; r < rows; r++) {
-    __m512 a0 = _mm512_setzero_ps();
-    const float *q0 = q + (int64_t)r * ld;
-    for (int d = 0; d < D; d++)
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), _mm512_loadu_ps(kt + d * K), a0);
-    _mm512_storeu_ps(s + r * K, a0);
-  }
-}
-
-/* o[4 rows][NV x 16 dims from d0] += p[4][16] . v[16][..]: 4 x NV
-   accumulators stay in registers over the 16 keys. */
-static inline __attribute__((always_inline)) void pv_block(
-    float *o, int ldo, const float *p, const float *v, int ldv, int d0,
-    const int NV) {
-  __m512 acc[4][4];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; i++)
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_loadu_ps(o + (int64_t)i * ldo + d0 + 16 * j);
-#pragma GCC unroll 2
-  for (int c = 0; c < K; c++) {
-    __m512 vv[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; j++) vv[j] = _mm512_loadu_ps(v + (int64_t)c * ldv + d0 + 16 * j);
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-      const __m512 pb = _mm512_set1_ps(p[i * K + c]);
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; i++)
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + (int64_t)i * ldo + d0 + 16 * j, acc[i][j]);
-}
-
-static void pv(float *o, int ldo, const float *p, const float *v, int ldv,
-               int rows, int Dv) {
-  /* o and v rows are padded to multiples of 16 (ldo, ldv): the padding
-     lanes compute zeros times zeros and are never stored out. */
-  const int dv16 = (Dv + 15) / 16 * 16;
-  int r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    float *ob = o + (int64_t)r * ldo;
-    const float *pb = p + r * K;
-    int d0 = 0;
-    for (; d0 + 64 <= dv16; d0 += 64) pv_block(ob, ldo, pb, v, ldv, d0, 4);
-    for (; d0 < dv16; d0 += 16) pv_block(ob, ldo, pb, v, ldv, d0, 1);
-  }
-  for (; r < rows; r++)
-    for (int d0 = 0; d0 < dv16; d0 += 16) {
-      __m512 acc = _mm512_loadu_ps(o + (int64_t)r * ldo + d0);
-      for (int c = 0; c < K; c++)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(p[r * K + c]),
-                              _mm512_loadu_ps(v + (int64_t)c * ldv + d0), acc);
-      _mm512_storeu_ps(o + (int64_t)r * ldo + d0, acc);
-    }
-}
-
 static void scale(float *x, int n, float a) {
   const __m512 va = _mm512_set1_ps(a);
   int i = 0;
@@ -234,12 +76,6 @@ static inline __m512 exp_neg16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_scalef_ps(p, n);
   return _mm512_maskz_mov_ps((__mmask16)~tiny, p);
-}
-
-static float exp_row(float *p, const float *s, float m) {
-  const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(s), _mm512_set1_ps(m)));
-  _mm512_storeu_ps(p, e);
-  return _mm512_reduce_add_ps(e);
 }
 
 static void store_row(void *dst, rpa_dtype dt, const float *src, int n,
@@ -885,6 +721,7 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
 }
 
 const rpa_tile_ops rpa_tile_ops_avx512 = {
-    "avx512", load_kt, load_v, qk, pv, scale, exp_row, store_row, load_row,
+    /* every item takes decode_step or prefill_step: no tile functions */
+    "avx512", NULL, NULL, NULL, NULL, scale, NULL, store_row, load_row,
     decode_step, prefill_begin, prefill_step,
 };
