@@ -12,7 +12,7 @@ static unsigned long long xgetbv0(void) {
 }
 
 static rpa_cpu detect(void) {
-  rpa_cpu c = {0, 0, 0};
+  rpa_cpu c = {0, 0};
   unsigned int a, b, cx, d;
   if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
   const int osxsave = (cx >> 27) & 1, fma = (cx >> 12) & 1, f16c = (cx >> 29) & 1;
@@ -27,14 +27,16 @@ static rpa_cpu detect(void) {
   const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1,
             vl = (b >> 31) & 1;
   c.avx2_fma = ymm_ok && avx2 && fma && f16c;
-  c.avx512 = c.avx2_fma && zmm_ok && f && dq && bw && vl;
+  const int vbmi = (cx >> 1) & 1;
   __cpuid_count(7, 1, a, b, cx, d);
-  c.avx512_bf16 = c.avx512 && ((a >> 5) & 1);
+  const int bf16 = (a >> 5) & 1;
+  /* the avx512 kernel set uses vdpbf16ps and vpermi2b throughout */
+  c.avx512 = c.avx2_fma && zmm_ok && f && dq && bw && vl && vbmi && bf16;
   return c;
 }
 #else
 static rpa_cpu detect(void) {
-  rpa_cpu c = {0, 0, 0};
+  rpa_cpu c = {0, 0};
   return c;
 }
 #endif

@@ -4,9 +4,8 @@
 #define RPA_CPU_H
 
 typedef struct rpa_cpu {
-  int avx2_fma;    /* AVX2 + FMA + F16C, OS saves YMM */
-  int avx512;      /* AVX-512 F, BW, DQ, VL, OS saves ZMM and opmasks */
-  int avx512_bf16; /* AVX512-BF16 (vdpbf16ps) on top of avx512 */
+  int avx2_fma; /* AVX2 + FMA + F16C, OS saves YMM */
+  int avx512;   /* AVX-512 F, BW, DQ, VL, VBMI, BF16; OS saves ZMM, opmasks */
 } rpa_cpu;
 
 /* Detected once; thread-safe. */

@@ -200,10 +200,123 @@ static ALWAYS_INLINE void decode_qk_pair(const float *q, int ld, const void *k0,
   }
 }
 
+/* fp8 -> bf16 bits by magnitude (7 bits): [format][low byte, high byte]
+   [128]. Generated from the definitions in convert.h; every fp8 value is a
+   bf16 value exactly (NaN -> 0x7fc0, e5m2 infinity -> 0x7f80). */
+static const uint8_t fp8_bf16_lut[2][2][128] __attribute__((aligned(64))) = {
+    {/* e4m3fn */
+     {0x00, 0x00, 0x80, 0xc0, 0x00, 0x20, 0x40, 0x60, 0x80, 0x90, 0xa0, 0xb0,
+      0xc0, 0xd0, 0xe0, 0xf0, 0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70,
+      0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xf0, 0x00, 0x10, 0x20, 0x30,
+      0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xf0,
+      0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xa0, 0xb0,
+      0xc0, 0xd0, 0xe0, 0xf0, 0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70,
+      0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xf0, 0x00, 0x10, 0x20, 0x30,
+      0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xf0,
+      0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xa0, 0xb0,
+      0xc0, 0xd0, 0xe0, 0xf0, 0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70,
+      0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xc0},
+     {0x00, 0x3b, 0x3b, 0x3b, 0x3c, 0x3c, 0x3c, 0x3c, 0x3c, 0x3c, 0x3c, 0x3c,
+      0x3c, 0x3c, 0x3c, 0x3c, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d,
+      0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3e, 0x3e, 0x3e, 0x3e,
+      0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e,
+      0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f,
+      0x3f, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40,
+      0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x41, 0x41, 0x41, 0x41,
+      0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41,
+      0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,
+      0x42, 0x42, 0x42, 0x42, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43,
+      0x43, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43, 0x7f},
+    },
+    {/* e5m2 */
+     {0x00, 0x80, 0x00, 0x40, 0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60,
+      0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0,
+      0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60,
+      0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0,
+      0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60,
+      0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0,
+      0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60,
+      0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0,
+      0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60,
+      0x80, 0xa0, 0xc0, 0xe0, 0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0,
+      0x00, 0x20, 0x40, 0x60, 0x80, 0xc0, 0xc0, 0xc0},
+     {0x00, 0x37, 0x38, 0x38, 0x38, 0x38, 0x38, 0x38, 0x39, 0x39, 0x39, 0x39,
+      0x39, 0x39, 0x39, 0x39, 0x3a, 0x3a, 0x3a, 0x3a, 0x3a, 0x3a, 0x3a, 0x3a,
+      0x3b, 0x3b, 0x3b, 0x3b, 0x3b, 0x3b, 0x3b, 0x3b, 0x3c, 0x3c, 0x3c, 0x3c,
+      0x3c, 0x3c, 0x3c, 0x3c, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d, 0x3d,
+      0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3f, 0x3f, 0x3f, 0x3f,
+      0x3f, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40,
+      0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x42, 0x42, 0x42, 0x42,
+      0x42, 0x42, 0x42, 0x42, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43, 0x43,
+      0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x45, 0x45, 0x45, 0x45,
+      0x45, 0x45, 0x45, 0x45, 0x46, 0x46, 0x46, 0x46, 0x46, 0x46, 0x46, 0x46,
+      0x47, 0x47, 0x47, 0x47, 0x7f, 0x7f, 0x7f, 0x7f},
+    },
+};
+
+/* Byte indices that interleave the first (IL_LO) or last (IL_HI) 32 bytes
+   of two vectors a, b: a0 b0 a1 b1 ... (vpermt2b, index bit 6 picks b). */
+#define IL(i, base) (uint8_t)((base) + ((i) >> 1) + (((i) & 1) << 6))
+#define IL8(i, base) IL(i, base), IL(i + 1, base), IL(i + 2, base), IL(i + 3, base), \
+    IL(i + 4, base), IL(i + 5, base), IL(i + 6, base), IL(i + 7, base)
+static const uint8_t interleave8[2][64] __attribute__((aligned(64))) = {
+    {IL8(0, 0), IL8(8, 0), IL8(16, 0), IL8(24, 0), IL8(32, 0), IL8(40, 0), IL8(48, 0), IL8(56, 0)},
+    {IL8(0, 32), IL8(8, 32), IL8(16, 32), IL8(24, 32), IL8(32, 32), IL8(40, 32), IL8(48, 32), IL8(56, 32)},
+};
+#undef IL8
+#undef IL
+
+/* The four 64-byte tables of one fp8 format, in registers. */
+typedef struct fp8_lut {
+  __m512i lo0, lo1, hi0, hi1;
+} fp8_lut;
+
+static ALWAYS_INLINE fp8_lut fp8_lut_load(rpa_dtype dt) {
+  const int f = dt == RPA_FP8_E5M2;
+  fp8_lut t;
+  t.lo0 = _mm512_load_si512(fp8_bf16_lut[f][0]);
+  t.lo1 = _mm512_load_si512(fp8_bf16_lut[f][0] + 64);
+  t.hi0 = _mm512_load_si512(fp8_bf16_lut[f][1]);
+  t.hi1 = _mm512_load_si512(fp8_bf16_lut[f][1] + 64);
+  return t;
+}
+
+/* 64 fp8 bytes -> the low and the high bytes of their bf16 bits: two
+   128-entry lookups (vpermi2b) on the magnitude, the sign ORed back. */
+static ALWAYS_INLINE void fp8_to_bf16_bytes(__m512i x, const fp8_lut *t,
+                                            __m512i *lo, __m512i *hi) {
+  *lo = _mm512_permutex2var_epi8(t->lo0, x, t->lo1);
+  *hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t->hi0, x, t->hi1),
+                                  x, _mm512_set1_epi8((char)0x80), 0xf8);
+}
+
+static ALWAYS_INLINE __mmask32 mask32(int count) {
+  return count >= 32 ? (__mmask32)0xffffffffu
+         : count <= 0 ? (__mmask32)0 : (__mmask32)((1u << count) - 1);
+}
+
+static ALWAYS_INLINE int is_fp8(rpa_dtype dt) {
+  return dt == RPA_FP8_E4M3 || dt == RPA_FP8_E5M2;
+}
+
+/* 64 fp8 values -> f32 (16 per vector): looked up into bf16, then widened. */
+static ALWAYS_INLINE void fp8_widen64(const void *src, const fp8_lut *t,
+                                      __m512 out[4]) {
+  __m512i lo, hi;
+  fp8_to_bf16_bytes(_mm512_loadu_si512(src), t, &lo, &hi);
+  const __m512i w0 = _mm512_permutex2var_epi8(lo, _mm512_load_si512(interleave8[0]), hi);
+  const __m512i w1 = _mm512_permutex2var_epi8(lo, _mm512_load_si512(interleave8[1]), hi);
+  out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w0)), 16));
+  out[1] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w0, 1)), 16));
+  out[2] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w1)), 16));
+  out[3] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w1, 1)), 16));
+}
+
 /* o[4 rows][64 dims at d0] += p[4][c] v_c[d0..] for c < n. */
 static ALWAYS_INLINE void decode_pv_block(float *o, int ldo, const float *p,
                                           const void *const *vrows, int n,
-                                          int d0, rpa_dtype dt) {
+                                          int d0, rpa_dtype dt,
+                                          const fp8_lut *lut) {
   __m512 acc[4][4];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; g++)
@@ -211,8 +324,12 @@ static ALWAYS_INLINE void decode_pv_block(float *o, int ldo, const float *p,
     for (int j = 0; j < 4; j++) acc[g][j] = _mm512_loadu_ps(o + (int64_t)g * ldo + d0 + 16 * j);
   for (int c = 0; c < n; c++) {
     __m512 vv[4];
+    if (is_fp8(dt)) {
+      fp8_widen64(advance(vrows[c], dt, d0), lut, vv);
+    } else {
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) vv[j] = widen_full(advance(vrows[c], dt, d0 + 16 * j), dt);
+      for (int j = 0; j < 4; j++) vv[j] = widen_full(advance(vrows[c], dt, d0 + 16 * j), dt);
+    }
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
       const __m512 pb = _mm512_set1_ps(p[g * 16 + c]);
@@ -249,32 +366,67 @@ static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
       _mm_prefetch(p + b, _MM_HINT_T1);
 }
 
-/* The same with vdpbf16ps: q and K both bf16, 32 dims per instruction. */
-static ALWAYS_INLINE void decode_qk_pair_bf16(const uint16_t *q, int ld,
-                                              const void *k0, const void *k1,
-                                              int two, int D, const int NR,
-                                              __m512 *part0, __m512 *part1) {
-  __m512 a0[8], a1[8];
+/* Logit partials on vdpbf16ps: part[r * 16 + c0 + j] = 16-lane partial dot
+   products of q row r (bf16 [NR][ld]) with key c0 + j, j < KB (keys at or
+   past n give 0). bf16 K is used as it lies; fp8 K is looked up into bf16
+   in registers, 64 dims at a time. */
+static ALWAYS_INLINE void decode_qk_bf16(const uint16_t *q, int ld,
+                                         const void *const *krows, int c0,
+                                         int n, int D, rpa_dtype dt,
+                                         const fp8_lut *lut, const int NR,
+                                         const int KB, __m512 *part) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
+  if (!is_fp8(dt)) {
+    for (int d0 = 0; d0 < D; d0 += 32) {
+      const __mmask32 m = mask32(D - d0);
+#pragma GCC unroll 16
+      for (int j = 0; j < KB; j++) {
+        const int ok = c0 + j < n;
+        const __m512bh k = (__m512bh)_mm512_maskz_loadu_epi16(
+            ok ? m : 0, (const uint16_t *)krows[ok ? c0 + j : 0] + d0);
 #pragma GCC unroll 8
-  for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
-  for (int d0 = 0; d0 < D; d0 += 32) {
-    const __mmask32 mk = D - d0 >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (D - d0)) - 1);
-    const __m512bh x0 = (__m512bh)_mm512_maskz_loadu_epi16(mk, (const uint16_t *)k0 + d0);
-    const __m512bh x1 = (__m512bh)_mm512_maskz_loadu_epi16(two ? mk : 0, (const uint16_t *)k1 + d0);
+        for (int r = 0; r < NR; r++)
+          acc[r * KB + j] = _mm512_dpbf16_ps(
+              acc[r * KB + j], (__m512bh)_mm512_maskz_loadu_epi16(m, q + (int64_t)r * ld + d0), k);
+      }
+    }
+  } else {
+    const __m512i il_lo = _mm512_load_si512(interleave8[0]);
+    const __m512i il_hi = _mm512_load_si512(interleave8[1]);
+    for (int d0 = 0; d0 < D; d0 += 64) {
+      const __mmask32 m0 = mask32(D - d0), m1 = mask32(D - d0 - 32);
+      const __mmask64 mb = (__mmask64)m0 | ((__mmask64)m1 << 32);
+#pragma GCC unroll 16
+      for (int j = 0; j < KB; j++) {
+        const int ok = c0 + j < n;
+        __m512i lo, hi;
+        fp8_to_bf16_bytes(_mm512_maskz_loadu_epi8(ok ? mb : 0,
+                                                  (const uint8_t *)krows[ok ? c0 + j : 0] + d0),
+                          lut, &lo, &hi);
+        const __m512bh k0 = (__m512bh)_mm512_permutex2var_epi8(lo, il_lo, hi);
+        const __m512bh k1 = (__m512bh)_mm512_permutex2var_epi8(lo, il_hi, hi);
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++) {
-      const __m512bh qv = (__m512bh)_mm512_maskz_loadu_epi16(mk, q + (int64_t)r * ld + d0);
-      a0[r] = _mm512_dpbf16_ps(a0[r], qv, x0);
-      a1[r] = _mm512_dpbf16_ps(a1[r], qv, x1);
+        for (int r = 0; r < NR; r++) {
+          const uint16_t *qr = q + (int64_t)r * ld + d0;
+          acc[r * KB + j] = _mm512_dpbf16_ps(
+              acc[r * KB + j], (__m512bh)_mm512_maskz_loadu_epi16(m0, qr), k0);
+          acc[r * KB + j] = _mm512_dpbf16_ps(
+              acc[r * KB + j], (__m512bh)_mm512_maskz_loadu_epi16(m1, qr + 32), k1);
+        }
+      }
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < NR; r++) {
-    part0[r * 16] = a0[r];
-    part1[r * 16] = a1[r];
-  }
+  for (int r = 0; r < NR; r++)
+#pragma GCC unroll 16
+    for (int j = 0; j < KB; j++) part[r * 16 + c0 + j] = acc[r * KB + j];
 }
 
+/* One tile for NR rows. With q in bf16 (qb), bf16 and fp8 K take QK on
+   vdpbf16ps; PV stays in f32 (fp8 V widened through the bf16 lookup): on
+   hosts where vdpbf16ps issues at half the FMA rate, FMAs are faster. */
 static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
                                       int ld, float kmul, const int NR,
                                       const void *const *krows,
@@ -286,25 +438,37 @@ static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
   __attribute__((aligned(64))) __m512 part[8 * 16];
   __attribute__((aligned(64))) float p[8 * 16];
   const int es = (int)rpa_dtype_size(dt);
-  for (int c = 0; c < 16; c += 2) {
-    prefetch_row(knext, c, n_next, D * es, _MM_HINT_T1);
-    prefetch_row(knext, c + 1, n_next, D * es, _MM_HINT_T1);
-    prefetch_row(vnext, c, n_next, Dv * es, _MM_HINT_T1);
-    prefetch_row(vnext, c + 1, n_next, Dv * es, _MM_HINT_T1);
-    /* and this tile's rows a few keys ahead into L1 */
-    prefetch_row(krows, c + 4, n, D * es, _MM_HINT_T0);
-    prefetch_row(krows, c + 5, n, D * es, _MM_HINT_T0);
-    prefetch_row(vrows, c, n, Dv * es, _MM_HINT_T0);
-    prefetch_row(vrows, c + 1, n, Dv * es, _MM_HINT_T0);
-    if (c < n && qb && dt == RPA_BF16) {
-      decode_qk_pair_bf16(qb, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
-                          c + 1 < n, D, NR, part + c, part + c + 1);
-    } else if (c < n) {
-      decode_qk_pair(q, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
-                     c + 1 < n, D, dt, NR, part + c, part + c + 1);
-    } else {
+  const int bf_qk = (dt == RPA_BF16 || is_fp8(dt)) && qb != NULL;
+  fp8_lut lut;
+  if (is_fp8(dt)) lut = fp8_lut_load(dt);
+  const int KB = 16 / NR; /* keys per QK block: NR x KB accumulators */
+  for (int c0 = 0; c0 < 16; c0 += KB) {
+#pragma GCC unroll 16
+    for (int j = 0; j < KB; j++) {
+      const int c = c0 + j;
+      prefetch_row(knext, c, n_next, D * es, _MM_HINT_T1);
+      prefetch_row(vnext, c, n_next, Dv * es, _MM_HINT_T1);
+      /* and this tile's rows a block ahead (K) or now (V) into L1 */
+      prefetch_row(krows, c + KB, n, D * es, _MM_HINT_T0);
+      prefetch_row(vrows, c, n, Dv * es, _MM_HINT_T0);
+    }
+    if (c0 >= n) {
 #pragma GCC unroll 8
-      for (int r = 0; r < NR; r++) part[r * 16 + c] = part[r * 16 + c + 1] = _mm512_setzero_ps();
+      for (int r = 0; r < NR; r++)
+#pragma GCC unroll 16
+        for (int j = 0; j < KB; j++) part[r * 16 + c0 + j] = _mm512_setzero_ps();
+    } else if (bf_qk) {
+      decode_qk_bf16(qb, ld, krows, c0, n, D, dt, &lut, NR, KB, part);
+    } else {
+      for (int c = c0; c < c0 + KB; c += 2) {
+        if (c < n) {
+          decode_qk_pair(q, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
+                         c + 1 < n, D, dt, NR, part + c, part + c + 1);
+        } else {
+#pragma GCC unroll 8
+          for (int r = 0; r < NR; r++) part[r * 16 + c] = part[r * 16 + c + 1] = _mm512_setzero_ps();
+        }
+      }
     }
   }
   const __mmask16 valid = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
@@ -323,14 +487,14 @@ static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
       m[r] = mt;
     }
     const __m512 e = exp_neg16(_mm512_sub_ps(s, _mm512_set1_ps(m[r])));
-    _mm512_store_ps(p + r * 16, e);
     l[r] += _mm512_reduce_add_ps(e);
+    _mm512_store_ps(p + r * 16, e);
   }
   int g = 0;
   for (; g + 4 <= NR; g += 4) {
     int d0 = 0;
     for (; d0 + 64 <= Dv; d0 += 64)
-      decode_pv_block(o + (int64_t)g * ldo, ldo, p + g * 16, vrows, n, d0, dt);
+      decode_pv_block(o + (int64_t)g * ldo, ldo, p + g * 16, vrows, n, d0, dt, &lut);
     for (int r = g; r < g + 4; r++)
       decode_pv_rest(o + (int64_t)r * ldo, p + r * 16, vrows, n, d0, Dv, dt);
   }
@@ -346,15 +510,16 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, const uint16_t *qb,
                                          const void *const *knext,
                                          const void *const *vnext, int n_next) {
   int r = 0; /* the first row group prefetches the next tile */
-  for (; r + 8 <= rows; r += 8, n_next = 0)
-    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld, kmul, 8, krows, vrows, n, D, Dv, dt, cap,
-                m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
-  for (; r + 4 <= rows; r += 4, n_next = 0)
-    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld, kmul, 4, krows, vrows, n, D, Dv, dt, cap,
-                m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
-  for (; r < rows; r++, n_next = 0)
-    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld, kmul, 1, krows, vrows, n, D, Dv, dt, cap,
-                m + r, l + r, o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
+#define ROWS(NR)                                                              \
+  for (; r + NR <= rows; r += NR, n_next = 0)                                 \
+    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld,    \
+                kmul, NR, krows, vrows, n, D, Dv, dt, cap, m + r, l + r,      \
+                o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
+  ROWS(8)
+  ROWS(4)
+  ROWS(2)
+  ROWS(1)
+#undef ROWS
 }
 
 static void decode_step(const float *q, const uint16_t *qb, int ld, int rows,
