@@ -32,7 +32,7 @@
 enum {
   MAX_SPLITS = 4,      /* decode KV splits per sequence */
   SPLIT_MIN = 512,     /* keys per split at least */
-  ROWS_TARGET = 64,    /* query rows (tokens x group) per prefill item */
+  ROWS_TARGET = 128,    /* query rows (tokens x group) per prefill item */
   TK = RPA_TILE_KEYS,
   TK_ROWWISE = 32,     /* keys per prefill_step: amortises its per-tile work */
   PREFETCH_HEADS = 8,  /* decode: prefetch distance, in head steps */
@@ -52,7 +52,6 @@ typedef struct work_item {
 typedef struct thread_scratch {
   float *q, *s, *p, *o, *m, *l, *kt, *v;
   float *qt, *st; /* prefill_step: q transposed [ld][ldr], S^T [16][ldr] */
-  uint16_t *qb;   /* decode: q rows in bf16 [rows][ld] */
   int32_t *pos;   /* query position of each row */
   const char *kbase[TK_ROWWISE], *vbase[TK_ROWWISE];
   int64_t khs[TK_ROWWISE], vhs[TK_ROWWISE]; /* head stride per key's source */
@@ -326,14 +325,9 @@ static void run_item(void *arg, int index, int thread) {
   const int fused = w->head < 0 && ops->decode_step != NULL;
   const int rowwise = w->head >= 0 && ops->prefill_step != NULL;
   int pairs = 0; /* prefill on vdpbf16ps */
-  const uint16_t *qb = NULL;
-  if (fused && jb->q_bf16_exact) { /* bf16 copy for vdpbf16ps, exact */
-    for (int r = 0; r < rows; r++)
-      ops->store_row(t->qb + (int64_t)r * ld, RPA_BF16, t->q + (int64_t)r * ld, ld, 1.0f);
-    qb = t->qb;
-  }
+  if (fused) ops->decode_order(t->q, ld, rows, D, a->cache.dtype, 0);
   if (rowwise) {
-    pairs = jb->q_bf16_exact && a->cache.dtype == RPA_BF16 && D % 2 == 0;
+    pairs = !getenv("NOPAIRS") && jb->q_bf16_exact && a->cache.dtype == RPA_BF16 && D % 2 == 0;
     ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul, pairs);
     for (int r = 0; r < rows; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
   }
@@ -410,8 +404,7 @@ static void run_item(void *arg, int index, int thread) {
             vn[i] = t->vbase[i] + nh * t->vhs[i] * (int64_t)es;
           }
         }
-        ops->decode_step(q, qb ? qb + (int64_t)(h - h0) * R * ld : NULL, ld,
-                         R, jb->kmul, krow, vrow, n, D, Dv, a->cache.dtype,
+        ops->decode_step(q, ld, R, jb->kmul, krow, vrow, n, D, Dv, a->cache.dtype,
                          a->soft_cap, m, l, o, ldv, kn, vn, nn);
         continue;
       }
@@ -459,6 +452,7 @@ static void run_item(void *arg, int index, int thread) {
       ops->pv(o, ldv, t->p, t->v, ldv, R, Dv);
     }
   }
+  if (fused) ops->decode_order(t->o, ldv, rows, Dv, a->cache.dtype, 1);
 
   /* Split partials: park them; the last split to finish merges in order. */
   const int32_t Hq = a->num_q_heads;
@@ -559,7 +553,7 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
       sizeof(float) * ((size_t)rows_max * (jb.ld + 2 * TK + jb.ldv + 3) +
                        (size_t)jb.ld * TK_ROWWISE + (size_t)TK_ROWWISE * jb.ldv +
                        (size_t)jb.ld * jb.ldr + (size_t)TK_ROWWISE * jb.ldr) +
-      sizeof(uint16_t) * (size_t)rows_max * jb.ld + 64 * 5);
+      64 * 5);
   const size_t plan_bytes = align64(sizeof(work_item) * (size_t)max_items);
   const size_t part_bytes = align64(sizeof(float) * (size_t)slots * MAX_SPLITS *
                                     a->num_q_heads * (2 + jb.ldv));
@@ -598,7 +592,6 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->st = f;
     f += (size_t)TK_ROWWISE * jb.ldr;
     t->pos = (int32_t *)f;
-    t->qb = (uint16_t *)(t->pos + round_up(rows_max, 16));
   }
 
   const int n = plan(a, info, jb.items, jb.pending);

@@ -46,20 +46,23 @@ typedef struct rpa_tile_ops {
   /* dst[i] = widen(src[i]) for i < n (any dtype). */
   void (*load_row)(float *dst, const void *src, rpa_dtype dtype, int n);
   /* Optional (NULL: the engine uses the tile functions above). One fused
-     decode step: `rows` query rows q [rows][ld] against n <= 16 keys that
-     every row sees, logits scaled by kmul. qb, when not NULL, is q in
-     bf16 [rows][ld] holding exactly the same values (q was bf16 already),
-     which lets bf16 K use vdpbf16ps; K and V are read
-     and widened in registers straight from their rows (no staging), then
-     soft cap (cap > 0), online softmax update of m [rows], l [rows], and
-     o [rows][ldo] += p v. The rows of the next tile (knext, vnext, n_next)
-     are prefetched a key at a time, spread through the arithmetic. */
-  void (*decode_step)(const float *q, const uint16_t *qb, int ld, int rows,
-                      float kmul, const void *const *krows,
-                      const void *const *vrows, int n, int D, int Dv,
-                      rpa_dtype dtype, float cap, float *m, float *l, float *o,
-                      int ldo, const void *const *knext,
-                      const void *const *vnext, int n_next);
+     decode step: `rows` query rows q [rows][ld] (zero past D) against
+     n <= 16 keys that every row sees, logits scaled by kmul. K and V are
+     read and widened in registers straight from their rows (no staging),
+     then soft cap (cap > 0), online softmax update of m [rows], l [rows],
+     and o [rows][ldo] += p v. The rows of the next tile (knext, vnext,
+     n_next) are prefetched a key at a time, spread through the arithmetic.
+     q and o are in the kernel's own dimension order: decode_order puts
+     rows into it (back = 0) before an item's first step and takes them out
+     (back = 1) after its last. */
+  void (*decode_step)(const float *q, int ld, int rows, float kmul,
+                      const void *const *krows, const void *const *vrows,
+                      int n, int D, int Dv, rpa_dtype dtype, float cap,
+                      float *m, float *l, float *o, int ldo,
+                      const void *const *knext, const void *const *vnext,
+                      int n_next);
+  void (*decode_order)(float *x, int ld, int rows, int n, rpa_dtype dtype,
+                       int back);
   /* Optional (NULL: the tile functions above). Prefill / mixed items:
      prefill_begin writes the item's query rows transposed and scaled,
      qt[d][r] = q[r][d] * mul (ldr >= rows, a multiple of 16, padding rows

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 
 #include "../../internal.h"
 #include "../convert.h"
@@ -111,14 +112,6 @@ static void load_row(float *dst, const void *src, rpa_dtype dt, int n) {
   }
 }
 
-/* ---- fused decode step ---------------------------------------------------
-
-   Memory-bound: each K/V row is read once from wherever it lives, widened in
-   registers and used by every query row of the GQA group. Per key, the rows'
-   partial dot products stay as 16-lane vectors; the 16 keys' vectors of a
-   row are then summed in one transpose-reduce tree, so there is no
-   horizontal sum per key. */
-
 /* Sums each of 16 vectors: lane k of the result is the sum of v[k]. */
 static inline __m512 reduce16(const __m512 *v) {
   __m512 w[8], x[4], y[2];
@@ -160,43 +153,6 @@ static ALWAYS_INLINE __m512 widen_full(const void *src, rpa_dtype dt) {
           _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)src)), 16));
     case RPA_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)src));
     default: return widen16(src, dt, 16);
-  }
-}
-
-/* Logit partials of NR rows against keys c0 and c0+1 (both < n, or c0+1 ==
-   n and then only c0): part[r][c] gets the 16-lane partial sums. */
-static ALWAYS_INLINE void decode_qk_pair(const float *q, int ld, const void *k0,
-                                         const void *k1, int two, int D,
-                                         rpa_dtype dt, const int NR,
-                                         __m512 *part0, __m512 *part1) {
-  __m512 a0[8], a1[8];
-#pragma GCC unroll 8
-  for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
-  int d0 = 0;
-  for (; d0 + 16 <= D; d0 += 16) {
-    const __m512 x0 = widen_full(advance(k0, dt, d0), dt);
-    const __m512 x1 = two ? widen_full(advance(k1, dt, d0), dt) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; r++) {
-      const __m512 qv = _mm512_loadu_ps(q + (int64_t)r * ld + d0);
-      a0[r] = _mm512_fmadd_ps(qv, x0, a0[r]);
-      a1[r] = _mm512_fmadd_ps(qv, x1, a1[r]);
-    }
-  }
-  if (d0 < D) { /* q rows are zero past D */
-    const __m512 x0 = widen16(advance(k0, dt, d0), dt, D - d0);
-    const __m512 x1 = two ? widen16(advance(k1, dt, d0), dt, D - d0) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; r++) {
-      const __m512 qv = _mm512_loadu_ps(q + (int64_t)r * ld + d0);
-      a0[r] = _mm512_fmadd_ps(qv, x0, a0[r]);
-      a1[r] = _mm512_fmadd_ps(qv, x1, a1[r]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < NR; r++) {
-    part0[r * 16] = a0[r];
-    part1[r * 16] = a1[r];
   }
 }
 
@@ -254,22 +210,14 @@ static const uint8_t fp8_bf16_lut[2][2][128] __attribute__((aligned(64))) = {
     },
 };
 
-/* Byte indices that interleave the first (IL_LO) or last (IL_HI) 32 bytes
-   of two vectors a, b: a0 b0 a1 b1 ... (vpermt2b, index bit 6 picks b). */
-#define IL(i, base) (uint8_t)((base) + ((i) >> 1) + (((i) & 1) << 6))
-#define IL8(i, base) IL(i, base), IL(i + 1, base), IL(i + 2, base), IL(i + 3, base), \
-    IL(i + 4, base), IL(i + 5, base), IL(i + 6, base), IL(i + 7, base)
-static const uint8_t interleave8[2][64] __attribute__((aligned(64))) = {
-    {IL8(0, 0), IL8(8, 0), IL8(16, 0), IL8(24, 0), IL8(32, 0), IL8(40, 0), IL8(48, 0), IL8(56, 0)},
-    {IL8(0, 32), IL8(8, 32), IL8(16, 32), IL8(24, 32), IL8(32, 32), IL8(40, 32), IL8(48, 32), IL8(56, 32)},
-};
-#undef IL8
-#undef IL
-
 /* The four 64-byte tables of one fp8 format, in registers. */
 typedef struct fp8_lut {
   __m512i lo0, lo1, hi0, hi1;
 } fp8_lut;
+
+static ALWAYS_INLINE int is_fp8(rpa_dtype dt) {
+  return dt == RPA_FP8_E4M3 || dt == RPA_FP8_E5M2;
+}
 
 static ALWAYS_INLINE fp8_lut fp8_lut_load(rpa_dtype dt) {
   const int f = dt == RPA_FP8_E5M2;
@@ -290,68 +238,77 @@ static ALWAYS_INLINE void fp8_to_bf16_bytes(__m512i x, const fp8_lut *t,
                                   x, _mm512_set1_epi8((char)0x80), 0xf8);
 }
 
-static ALWAYS_INLINE __mmask32 mask32(int count) {
-  return count >= 32 ? (__mmask32)0xffffffffu
-         : count <= 0 ? (__mmask32)0 : (__mmask32)((1u << count) - 1);
+/* Byte indices into (lo, hi) that build the f32 bits of values j, j+4,
+   j+8, ... of a 64-value block: bytes 2 and 3 of each lane (bytes 0 and 1
+   are zeroed by the mask; an fp8 value has no more mantissa than bf16). */
+#define G4(i, j) 0, 0, (uint8_t)(4 * (i) + (j)), (uint8_t)(64 + 4 * (i) + (j))
+#define G16(j) G4(0, j), G4(1, j), G4(2, j), G4(3, j), G4(4, j), G4(5, j), \
+    G4(6, j), G4(7, j), G4(8, j), G4(9, j), G4(10, j), G4(11, j), G4(12, j), \
+    G4(13, j), G4(14, j), G4(15, j)
+static const uint8_t fp8_gather[4][64] __attribute__((aligned(64))) = {
+    {G16(0)}, {G16(1)}, {G16(2)}, {G16(3)}};
+#undef G16
+#undef G4
+
+/* ---- fused decode step ---------------------------------------------------
+
+   Memory-bound: each K/V row is read once from wherever it lives, widened in
+   registers and used by every query row of the GQA group. Per key, the rows'
+   partial dot products stay as 16-lane vectors; the 16 keys' vectors of a
+   row are then summed in one transpose-reduce tree, so there is no
+   horizontal sum per key.
+
+   Widening costs as little as the dtype allows because decode items work in
+   a "blocked" dimension order: a bf16 row is used as the [even | odd] dims
+   of each 32-dim block (one shift, one AND for 32 values), an fp8 row as
+   [dims j mod 4, j = 0..3] of each 64-dim block (two table lookups, then a
+   byte gather per 16 values). Dims past the last whole block, and f32 / f16
+   rows, keep their order. q is put in this order before an item's first
+   tile and o back after its last (decode_order); a dot product does not
+   care, and p V only permutes o. */
+
+/* Dims per block and 16-lane vectors per block (1: natural order). */
+static ALWAYS_INLINE int block_vecs(rpa_dtype dt) {
+  return dt == RPA_BF16 ? 2 : is_fp8(dt) ? 4 : 1;
 }
 
-static ALWAYS_INLINE int is_fp8(rpa_dtype dt) {
-  return dt == RPA_FP8_E4M3 || dt == RPA_FP8_E5M2;
-}
-
-/* 64 fp8 values -> f32 (16 per vector): looked up into bf16, then widened. */
-static ALWAYS_INLINE void fp8_widen64(const void *src, const fp8_lut *t,
-                                      __m512 out[4]) {
-  __m512i lo, hi;
-  fp8_to_bf16_bytes(_mm512_loadu_si512(src), t, &lo, &hi);
-  const __m512i w0 = _mm512_permutex2var_epi8(lo, _mm512_load_si512(interleave8[0]), hi);
-  const __m512i w1 = _mm512_permutex2var_epi8(lo, _mm512_load_si512(interleave8[1]), hi);
-  out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w0)), 16));
-  out[1] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w0, 1)), 16));
-  out[2] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w1)), 16));
-  out[3] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w1, 1)), 16));
-}
-
-/* o[4 rows][64 dims at d0] += p[4][c] v_c[d0..] for c < n. */
-static ALWAYS_INLINE void decode_pv_block(float *o, int ldo, const float *p,
-                                          const void *const *vrows, int n,
-                                          int d0, rpa_dtype dt,
-                                          const fp8_lut *lut) {
-  __m512 acc[4][4];
+/* The block of row at dim d (d a multiple of 16 * block_vecs, whole). */
+static ALWAYS_INLINE void widen_block(const void *row, int d, rpa_dtype dt,
+                                      const fp8_lut *lut, __m512 *out) {
+  if (dt == RPA_BF16) {
+    const __m512i w = _mm512_loadu_si512((const uint16_t *)row + d);
+    out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    out[1] = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
+  } else if (is_fp8(dt)) {
+    __m512i lo, hi;
+    fp8_to_bf16_bytes(_mm512_loadu_si512((const uint8_t *)row + d), lut, &lo, &hi);
 #pragma GCC unroll 4
-  for (int g = 0; g < 4; g++)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) acc[g][j] = _mm512_loadu_ps(o + (int64_t)g * ldo + d0 + 16 * j);
-  for (int c = 0; c < n; c++) {
-    __m512 vv[4];
-    if (is_fp8(dt)) {
-      fp8_widen64(advance(vrows[c], dt, d0), lut, vv);
-    } else {
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) vv[j] = widen_full(advance(vrows[c], dt, d0 + 16 * j), dt);
-    }
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-      const __m512 pb = _mm512_set1_ps(p[g * 16 + c]);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) acc[g][j] = _mm512_fmadd_ps(pb, vv[j], acc[g][j]);
-    }
+    for (int j = 0; j < 4; j++)
+      out[j] = _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(
+          (__mmask64)0xccccccccccccccccull, lo, _mm512_load_si512(fp8_gather[j]), hi));
+  } else {
+    out[0] = widen_full(advance(row, dt, d), dt);
   }
-#pragma GCC unroll 4
-  for (int g = 0; g < 4; g++)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) _mm512_storeu_ps(o + (int64_t)g * ldo + d0 + 16 * j, acc[g][j]);
 }
 
-/* The general PV for leftover rows and dims: one row, 16 dims at a time. */
-static void decode_pv_rest(float *o, const float *p, const void *const *vrows,
-                           int n, int d0, int Dv, rpa_dtype dt) {
-  for (; d0 < Dv; d0 += 16) {
-    __m512 acc = _mm512_loadu_ps(o + d0);
-    for (int c = 0; c < n; c++)
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(p[c]), widen16(advance(vrows[c], dt, d0), dt, Dv - d0), acc);
-    _mm512_storeu_ps(o + d0, acc);
-  }
+/* Rows of x between natural and blocked order (back: blocked -> natural). */
+static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
+                         int back) {
+  const int vb = block_vecs(dt), bd = 16 * vb;
+  if (vb == 1) return;
+  float tmp[64];
+  for (int r = 0; r < rows; r++)
+    for (int d0 = 0; d0 + bd <= n; d0 += bd) {
+      float *blk = x + (int64_t)r * ld + d0;
+      for (int i = 0; i < bd; i++) { /* natural i sits at (i % vb) * 16 + i / vb */
+        const int b = (i % vb) * 16 + i / vb;
+        if (back)
+          tmp[i] = blk[b];
+        else
+          tmp[b] = blk[i];
+      }
+      memcpy(blk, tmp, sizeof(float) * (size_t)bd);
+    }
 }
 
 /* Prefetches row i of a tile into L2: `bytes` from each pointer. */
@@ -366,70 +323,106 @@ static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
       _mm_prefetch(p + b, _MM_HINT_T1);
 }
 
-/* Logit partials on vdpbf16ps: part[r * 16 + c0 + j] = 16-lane partial dot
-   products of q row r (bf16 [NR][ld]) with key c0 + j, j < KB (keys at or
-   past n give 0). bf16 K is used as it lies; fp8 K is looked up into bf16
-   in registers, 64 dims at a time. */
-static ALWAYS_INLINE void decode_qk_bf16(const uint16_t *q, int ld,
-                                         const void *const *krows, int c0,
-                                         int n, int D, rpa_dtype dt,
-                                         const fp8_lut *lut, const int NR,
-                                         const int KB, __m512 *part) {
+/* Logit partials: part[r * 16 + c0 + j] = 16-lane partial dot products of
+   q row r (blocked order, zero past D) with key c0 + j, for j < KB (keys at
+   or past n give 0). */
+static ALWAYS_INLINE void decode_qk(const float *q, int ld,
+                                    const void *const *krows, int c0, int n,
+                                    int D, rpa_dtype dt, const fp8_lut *lut,
+                                    const int NR, const int KB, __m512 *part) {
+  const int vb = block_vecs(dt), bd = 16 * vb;
+  const int dfull = D / bd * bd;
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
-  if (!is_fp8(dt)) {
-    for (int d0 = 0; d0 < D; d0 += 32) {
-      const __mmask32 m = mask32(D - d0);
+  const int nk = n - c0 < KB ? n - c0 : KB;
+  if (nk == KB) { /* the common case: every key of the block is real */
+    for (int d = 0; d < dfull; d += bd) {
 #pragma GCC unroll 16
       for (int j = 0; j < KB; j++) {
-        const int ok = c0 + j < n;
-        const __m512bh k = (__m512bh)_mm512_maskz_loadu_epi16(
-            ok ? m : 0, (const uint16_t *)krows[ok ? c0 + j : 0] + d0);
+        __m512 kv[4];
+        widen_block(krows[c0 + j], d, dt, lut, kv);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++)
-          acc[r * KB + j] = _mm512_dpbf16_ps(
-              acc[r * KB + j], (__m512bh)_mm512_maskz_loadu_epi16(m, q + (int64_t)r * ld + d0), k);
+#pragma GCC unroll 4
+          for (int v = 0; v < vb; v++)
+            acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d + 16 * v),
+                                              kv[v], acc[r * KB + j]);
       }
     }
   } else {
-    const __m512i il_lo = _mm512_load_si512(interleave8[0]);
-    const __m512i il_hi = _mm512_load_si512(interleave8[1]);
-    for (int d0 = 0; d0 < D; d0 += 64) {
-      const __mmask32 m0 = mask32(D - d0), m1 = mask32(D - d0 - 32);
-      const __mmask64 mb = (__mmask64)m0 | ((__mmask64)m1 << 32);
-#pragma GCC unroll 16
-      for (int j = 0; j < KB; j++) {
-        const int ok = c0 + j < n;
-        __m512i lo, hi;
-        fp8_to_bf16_bytes(_mm512_maskz_loadu_epi8(ok ? mb : 0,
-                                                  (const uint8_t *)krows[ok ? c0 + j : 0] + d0),
-                          lut, &lo, &hi);
-        const __m512bh k0 = (__m512bh)_mm512_permutex2var_epi8(lo, il_lo, hi);
-        const __m512bh k1 = (__m512bh)_mm512_permutex2var_epi8(lo, il_hi, hi);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++) {
-          const uint16_t *qr = q + (int64_t)r * ld + d0;
-          acc[r * KB + j] = _mm512_dpbf16_ps(
-              acc[r * KB + j], (__m512bh)_mm512_maskz_loadu_epi16(m0, qr), k0);
-          acc[r * KB + j] = _mm512_dpbf16_ps(
-              acc[r * KB + j], (__m512bh)_mm512_maskz_loadu_epi16(m1, qr + 32), k1);
-        }
+    for (int d = 0; d < dfull; d += bd)
+      for (int j = 0; j < nk; j++) {
+        __m512 kv[4];
+        widen_block(krows[c0 + j], d, dt, lut, kv);
+        for (int r = 0; r < NR; r++)
+          for (int v = 0; v < vb; v++)
+            acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d + 16 * v),
+                                              kv[v], acc[r * KB + j]);
       }
-    }
   }
+  for (int d = dfull; d < D; d += 16) /* the tail, natural order */
+    for (int j = 0; j < nk; j++) {
+      const __m512 kv = widen16(advance(krows[c0 + j], dt, d), dt, D - d);
+      for (int r = 0; r < NR; r++)
+        acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d), kv,
+                                          acc[r * KB + j]);
+    }
 #pragma GCC unroll 8
   for (int r = 0; r < NR; r++)
 #pragma GCC unroll 16
     for (int j = 0; j < KB; j++) part[r * 16 + c0 + j] = acc[r * KB + j];
 }
 
-/* One tile for NR rows. With q in bf16 (qb), bf16 and fp8 K take QK on
-   vdpbf16ps; PV stays in f32 (fp8 V widened through the bf16 lookup): on
-   hosts where vdpbf16ps issues at half the FMA rate, FMAs are faster. */
-static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
-                                      int ld, float kmul, const int NR,
-                                      const void *const *krows,
+/* o[RG rows][NV vectors from d] += p[r][c] v_c for c < n; the vectors are
+   whole blocks from d (tail = 0) or one natural vector (tail = 1). */
+static ALWAYS_INLINE void decode_pv_run(float *o, int ldo, const float *p,
+                                        const void *const *vrows, int n, int d,
+                                        int Dv, rpa_dtype dt, const fp8_lut *lut,
+                                        const int RG, const int NV, int tail) {
+  const int vb = tail ? 1 : block_vecs(dt);
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
+  for (int c = 0; c < n; c++) {
+    __m512 vv[4];
+    if (tail)
+      vv[0] = widen16(advance(vrows[c], dt, d), dt, Dv - d);
+    else
+#pragma GCC unroll 4
+      for (int b = 0; b < NV; b += vb) widen_block(vrows[c], d + 16 * b, dt, lut, vv + b);
+#pragma GCC unroll 4
+    for (int r = 0; r < RG; r++) {
+      const __m512 pb = _mm512_set1_ps(p[r * 16 + c]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(pb, vv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
+}
+
+/* o[RG rows] += P V over all of Dv: 64 dims at a time, then what is left. */
+static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
+                                    const void *const *vrows, int n, int Dv,
+                                    rpa_dtype dt, const fp8_lut *lut,
+                                    const int RG) {
+  const int vb = block_vecs(dt), bd = 16 * vb;
+  const int dfull = Dv / bd * bd;
+  int d = 0;
+  for (; d + 64 <= dfull; d += 64) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 4, 0);
+  if (vb <= 2) /* whole blocks of 16 or 32 dims left */
+    for (; d < dfull; d += bd) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, vb, 0);
+  for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
+}
+
+/* One tile of n <= 16 keys for NR query rows. */
+static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
+                                      const int NR, const void *const *krows,
                                       const void *const *vrows, int n, int D,
                                       int Dv, rpa_dtype dt, float cap, float *m,
                                       float *l, float *o, int ldo,
@@ -438,7 +431,6 @@ static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
   __attribute__((aligned(64))) __m512 part[8 * 16];
   __attribute__((aligned(64))) float p[8 * 16];
   const int es = (int)rpa_dtype_size(dt);
-  const int bf_qk = (dt == RPA_BF16 || is_fp8(dt)) && qb != NULL;
   fp8_lut lut;
   if (is_fp8(dt)) lut = fp8_lut_load(dt);
   const int KB = 16 / NR; /* keys per QK block: NR x KB accumulators */
@@ -446,30 +438,19 @@ static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
 #pragma GCC unroll 16
     for (int j = 0; j < KB; j++) {
       const int c = c0 + j;
-      prefetch_row(knext, c, n_next, D * es, _MM_HINT_T1);
-      prefetch_row(vnext, c, n_next, Dv * es, _MM_HINT_T1);
+      static int pfm = -1; if (pfm < 0) pfm = getenv("PFM") ? atoi(getenv("PFM")) : 0;
+      const int b1 = (pfm & 2) ? 64 : 0;
+      if (!(pfm & 4)) {
+      prefetch_row(knext, c, n_next, b1 ? b1 : D * es, _MM_HINT_T1);
+      prefetch_row(vnext, c, n_next, b1 ? b1 : Dv * es, _MM_HINT_T1);
+      }
       /* and this tile's rows a block ahead (K) or now (V) into L1 */
+      if (!(pfm & 1)) {
       prefetch_row(krows, c + KB, n, D * es, _MM_HINT_T0);
       prefetch_row(vrows, c, n, Dv * es, _MM_HINT_T0);
-    }
-    if (c0 >= n) {
-#pragma GCC unroll 8
-      for (int r = 0; r < NR; r++)
-#pragma GCC unroll 16
-        for (int j = 0; j < KB; j++) part[r * 16 + c0 + j] = _mm512_setzero_ps();
-    } else if (bf_qk) {
-      decode_qk_bf16(qb, ld, krows, c0, n, D, dt, &lut, NR, KB, part);
-    } else {
-      for (int c = c0; c < c0 + KB; c += 2) {
-        if (c < n) {
-          decode_qk_pair(q, ld, krows[c], c + 1 < n ? krows[c + 1] : krows[c],
-                         c + 1 < n, D, dt, NR, part + c, part + c + 1);
-        } else {
-#pragma GCC unroll 8
-          for (int r = 0; r < NR; r++) part[r * 16 + c] = part[r * 16 + c + 1] = _mm512_setzero_ps();
-        }
       }
     }
+    decode_qk(q, ld, krows, c0, n, D, dt, &lut, NR, KB, part);
   }
   const __mmask16 valid = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
   for (int r = 0; r < NR; r++) {
@@ -490,20 +471,13 @@ static ALWAYS_INLINE void decode_rows(const float *q, const uint16_t *qb,
     l[r] += _mm512_reduce_add_ps(e);
     _mm512_store_ps(p + r * 16, e);
   }
-  int g = 0;
-  for (; g + 4 <= NR; g += 4) {
-    int d0 = 0;
-    for (; d0 + 64 <= Dv; d0 += 64)
-      decode_pv_block(o + (int64_t)g * ldo, ldo, p + g * 16, vrows, n, d0, dt, &lut);
-    for (int r = g; r < g + 4; r++)
-      decode_pv_rest(o + (int64_t)r * ldo, p + r * 16, vrows, n, d0, Dv, dt);
-  }
-  for (; g < NR; g++) decode_pv_rest(o + (int64_t)g * ldo, p + g * 16, vrows, n, 0, Dv, dt);
+  const int RG = NR < 4 ? NR : 4;
+  for (int g = 0; g < NR; g += RG)
+    decode_pv(o + (int64_t)g * ldo, ldo, p + g * 16, vrows, n, Dv, dt, &lut, RG);
 }
 
-static ALWAYS_INLINE void decode_step_dt(const float *q, const uint16_t *qb,
-                                         int ld, int rows, float kmul,
-                                         const void *const *krows,
+static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
+                                         float kmul, const void *const *krows,
                                          const void *const *vrows, int n, int D,
                                          int Dv, rpa_dtype dt, float cap,
                                          float *m, float *l, float *o, int ldo,
@@ -512,38 +486,33 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, const uint16_t *qb,
   int r = 0; /* the first row group prefetches the next tile */
 #define ROWS(NR)                                                              \
   for (; r + NR <= rows; r += NR, n_next = 0)                                 \
-    decode_rows(q + (int64_t)r * ld, qb ? qb + (int64_t)r * ld : NULL, ld,    \
-                kmul, NR, krows, vrows, n, D, Dv, dt, cap, m + r, l + r,      \
-                o + (int64_t)r * ldo, ldo, knext, vnext, n_next);
-  ROWS(8)
+    decode_rows(q + (int64_t)r * ld, ld, kmul, NR, krows, vrows, n, D, Dv,    \
+                dt, cap, m + r, l + r, o + (int64_t)r * ldo, ldo, knext,      \
+                vnext, n_next);
+
   ROWS(4)
   ROWS(2)
   ROWS(1)
 #undef ROWS
 }
 
-static void decode_step(const float *q, const uint16_t *qb, int ld, int rows,
-                        float kmul, const void *const *krows,
-                        const void *const *vrows, int n, int D, int Dv,
-                        rpa_dtype dt, float cap, float *m, float *l, float *o,
-                        int ldo, const void *const *knext,
+static void decode_step(const float *q, int ld, int rows, float kmul,
+                        const void *const *krows, const void *const *vrows,
+                        int n, int D, int Dv, rpa_dtype dt, float cap, float *m,
+                        float *l, float *o, int ldo, const void *const *knext,
                         const void *const *vnext, int n_next) {
   switch (dt) { /* one specialised copy per dtype */
-    case RPA_F32:
-      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_F32, cap, m, l, o, ldo, knext, vnext, n_next);
-      break;
-    case RPA_BF16:
-      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_BF16, cap, m, l, o, ldo, knext, vnext, n_next);
-      break;
-    case RPA_F16:
-      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_F16, cap, m, l, o, ldo, knext, vnext, n_next);
-      break;
-    case RPA_FP8_E4M3:
-      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_FP8_E4M3, cap, m, l, o, ldo, knext, vnext, n_next);
-      break;
-    case RPA_FP8_E5M2:
-      decode_step_dt(q, qb, ld, rows, kmul, krows, vrows, n, D, Dv, RPA_FP8_E5M2, cap, m, l, o, ldo, knext, vnext, n_next);
-      break;
+#define CASE(T)                                                               \
+  case T:                                                                     \
+    decode_step_dt(q, ld, rows, kmul, krows, vrows, n, D, Dv, T, cap, m, l,   \
+                   o, ldo, knext, vnext, n_next);                             \
+    break;
+    CASE(RPA_F32)
+    CASE(RPA_BF16)
+    CASE(RPA_F16)
+    CASE(RPA_FP8_E4M3)
+    CASE(RPA_FP8_E5M2)
+#undef CASE
   }
 }
 
@@ -599,10 +568,10 @@ static void prefill_begin(float *qt, int ldr, const float *q, int ld, int rows,
   }
 }
 
-/* st[c0 + i][rv0*16 + 16 j ..] = sum_d kbuf[c0 + i][d] * qt[d][..] for
-   NK keys x NV row vectors. */
+/* st[c0 + i][rv0*16 + 16 j ..] = sum_d kp[c0 + i][d] * qt[d][..] for
+   NK keys x NV row vectors (kp: f32 K rows). */
 static ALWAYS_INLINE void prefill_qk_block(float *st, int ldr, const float *qt,
-                                           const float *kbuf, int ldk, int D,
+                                           const float *const *kp, int D,
                                            int c0, int rv0, const int NK,
                                            const int NV) {
   __m512 acc[4][4];
@@ -611,14 +580,16 @@ static ALWAYS_INLINE void prefill_qk_block(float *st, int ldr, const float *qt,
 #pragma GCC unroll 4
     for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
   const float *qb = qt + rv0 * 16;
-  const float *kb = kbuf + (int64_t)c0 * ldk;
+  const float *kb[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < NK; i++) kb[i] = kp[c0 + i];
   for (int d = 0; d < D; d++) {
     __m512 qv[4];
 #pragma GCC unroll 4
     for (int j = 0; j < NV; j++) qv[j] = _mm512_loadu_ps(qb + (int64_t)d * ldr + 16 * j);
 #pragma GCC unroll 4
     for (int i = 0; i < NK; i++) {
-      const __m512 kv = _mm512_set1_ps(kb[(int64_t)i * ldk + d]);
+      const __m512 kv = _mm512_set1_ps(kb[i][d]);
 #pragma GCC unroll 4
       for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(kv, qv[j], acc[i][j]);
     }
@@ -666,10 +637,12 @@ static ALWAYS_INLINE void prefill_qk_block_bf16(float *st, int ldr,
       _mm512_storeu_ps(st + (int64_t)(c0 + i) * ldr + rv0 * 16 + 16 * j, acc[i][j]);
 }
 
-/* o[4 rows][NV x 16 from d0] += sum_c st[c][r] vbuf[c][..] (p transposed). */
+/* o[4 rows][NV x 16 from d0] += sum_c st[c][r] vp[c][..] (p transposed;
+   vp: f32 V rows). */
 static ALWAYS_INLINE void prefill_pv_block(float *o, int ldo, const float *st,
-                                           int ldr, int r0, const float *vbuf,
-                                           int n, int d0, const int NV) {
+                                           int ldr, int r0,
+                                           const float *const *vp, int n,
+                                           int d0, const int NV) {
   __m512 acc[4][4];
 #pragma GCC unroll 4
   for (int i = 0; i < 4; i++)
@@ -678,7 +651,7 @@ static ALWAYS_INLINE void prefill_pv_block(float *o, int ldo, const float *st,
   for (int c = 0; c < n; c++) {
     __m512 vv[4];
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; j++) vv[j] = _mm512_loadu_ps(vbuf + (int64_t)c * ldo + d0 + 16 * j);
+    for (int j = 0; j < NV; j++) vv[j] = _mm512_loadu_ps(vp[c] + d0 + 16 * j);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
       const __m512 pb = _mm512_set1_ps(st[(int64_t)c * ldr + r0 + i]);
@@ -751,11 +724,18 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
                          const void *const *vrows, int D, int Dv, rpa_dtype dt,
                          float *kbuf, int ldk, float *vbuf, float *st, float *m,
                          float *l, float *o, int ldo) {
-  /* K and V tiles widened once (row-major, zero past n and past D); on the
-     bf16 path V is packed into key pairs instead. */
+  /* K and V tiles as f32 rows: f32 rows as they lie (V whole vectors
+     only), others widened once (row-major, zero past D); on the bf16 path
+     V is packed into key pairs instead. */
+  const float *kp[32], *vp[32];
   if (!pairs) {
-    widen_rows(kbuf, ldk, krows, n, D, dt);
-    widen_rows(vbuf, ldo, vrows, n, Dv, dt);
+    const int direct_k = dt == RPA_F32, direct_v = dt == RPA_F32 && Dv % 16 == 0;
+    if (!direct_k) widen_rows(kbuf, ldk, krows, n, D, dt);
+    if (!direct_v) widen_rows(vbuf, ldo, vrows, n, Dv, dt);
+    for (int i = 0; i < n; i++) {
+      kp[i] = direct_k ? (const float *)krows[i] : kbuf + (int64_t)i * ldk;
+      vp[i] = direct_v ? (const float *)vrows[i] : vbuf + (int64_t)i * ldo;
+    }
   } else {
     pack_v_pairs((uint32_t *)vbuf, ldo, vrows, n, Dv);
   }
@@ -779,11 +759,11 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
     const int nv = nrv - rv0 < 4 ? nrv - rv0 : 4;
     int c0 = 0;
     if (nv == 4) {
-      for (; c0 + 4 <= n; c0 += 4) prefill_qk_block(st, ldr, qt, kbuf, ldk, D, c0, rv0, 4, 4);
-      for (; c0 < n; c0++) prefill_qk_block(st, ldr, qt, kbuf, ldk, D, c0, rv0, 1, 4);
+      for (; c0 + 4 <= n; c0 += 4) prefill_qk_block(st, ldr, qt, kp, D, c0, rv0, 4, 4);
+      for (; c0 < n; c0++) prefill_qk_block(st, ldr, qt, kp, D, c0, rv0, 1, 4);
     } else {
       for (; c0 < n; c0++)
-        for (int j = 0; j < nv; j++) prefill_qk_block(st, ldr, qt, kbuf, ldk, D, c0, rv0 + j, 1, 1);
+        for (int j = 0; j < nv; j++) prefill_qk_block(st, ldr, qt, kp, D, c0, rv0 + j, 1, 1);
     }
   }
   /* Vertical online softmax per 16 rows. */
@@ -872,15 +852,15 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
   int r = 0;
   for (; r + 4 <= rows; r += 4) {
     int d0 = 0;
-    for (; d0 + 64 <= dv16; d0 += 64) prefill_pv_block(o, ldo, st, ldr, r, vbuf, n, d0, 4);
-    for (; d0 < dv16; d0 += 16) prefill_pv_block(o, ldo, st, ldr, r, vbuf, n, d0, 1);
+    for (; d0 + 64 <= dv16; d0 += 64) prefill_pv_block(o, ldo, st, ldr, r, vp, n, d0, 4);
+    for (; d0 < dv16; d0 += 16) prefill_pv_block(o, ldo, st, ldr, r, vp, n, d0, 1);
   }
   for (; r < rows; r++)
     for (int d0 = 0; d0 < dv16; d0 += 16) {
       __m512 acc = _mm512_loadu_ps(o + (int64_t)r * ldo + d0);
       for (int i = 0; i < n; i++)
         acc = _mm512_fmadd_ps(_mm512_set1_ps(st[(int64_t)i * ldr + r]),
-                              _mm512_loadu_ps(vbuf + (int64_t)i * ldo + d0), acc);
+                              _mm512_loadu_ps(vp[i] + d0), acc);
       _mm512_storeu_ps(o + (int64_t)r * ldo + d0, acc);
     }
 }
@@ -888,5 +868,5 @@ static void prefill_step(const float *qt, int pairs, float mul, int ldr,
 const rpa_tile_ops rpa_tile_ops_avx512 = {
     /* every item takes decode_step or prefill_step: no tile functions */
     "avx512", NULL, NULL, NULL, NULL, scale, NULL, store_row, load_row,
-    decode_step, prefill_begin, prefill_step,
+    decode_step, decode_order, prefill_begin, prefill_step,
 };

@@ -123,5 +123,5 @@ static void load_row(float *dst, const void *src, rpa_dtype dt, int n) {
 
 const rpa_tile_ops RPA_TILE_OPS_NAME = {
     RPA_TILE_OPS_LABEL, load_kt, load_v, qk, pv, scale, exp_row, store_row,
-    load_row, NULL, NULL, NULL,
+    load_row, NULL, NULL, NULL, NULL,
 };
