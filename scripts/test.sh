@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds rpa every way CI cares about and runs every test:
 #   1. gcc, -Werror, optimised: the whole suite, once per kernel set this
-#      machine can run (RPA_ISA);
+#      machine can run (RPA_ISA), and the attention suites on both bf16
+#      prefill paths of avx512 (RPA_BF16_DOT);
 #   2. clang, -Werror, optimised: the whole suite;
 #   3. clang with AddressSanitizer + UndefinedBehaviorSanitizer (quick sweep);
 #   4. valgrind memcheck on the gcc build (quick sweep).
@@ -62,6 +63,16 @@ if build build-gcc -DCMAKE_C_COMPILER=gcc; then
   for isa in $(build-gcc/rpa-demo --list-isas); do
     RPA_ISA=$isa run_suite "gcc -O2, kernel set $isa" build-gcc env
   done
+  # avx512 picks vdpbf16ps or f32 FMAs for bf16 prefill by CPU vendor: run
+  # the attention and determinism suites on both, whichever this CPU picks.
+  if build-gcc/rpa-demo --list-isas | grep -qx avx512; then
+    all_tests=$TESTS
+    TESTS="test_attention test_determinism"
+    for dot in 0 1; do
+      RPA_ISA=avx512 RPA_BF16_DOT=$dot run_suite "gcc -O2, avx512, RPA_BF16_DOT=$dot" build-gcc env
+    done
+    TESTS=$all_tests
+  fi
 fi
 if build build-clang -DCMAKE_C_COMPILER=clang; then
   run_suite "clang -O2" build-clang env

@@ -5,7 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu.h"
 #include "internal.h"
+#include "kernels/tile.h"
 #include "threadpool.h"
 
 const char *rpa_status_string(rpa_status status) {
@@ -89,8 +91,17 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
       if (kernel_set_runs_here(kernel_sets[i])) kernels = kernel_sets[i];
   }
 
+  /* RPA_BF16_DOT=0|1 overrides the CPU's choice of bf16 prefill arithmetic. */
+  const char *dot = getenv("RPA_BF16_DOT");
+  int bf16_dot = rpa_cpu_features()->bf16_dot_fast;
+  if (dot && dot[0]) {
+    if (strcmp(dot, "0") != 0 && strcmp(dot, "1") != 0) return RPA_INVALID_PARAMETER;
+    bf16_dot = dot[0] == '1';
+  }
+
   rpa_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return RPA_OUT_OF_MEMORY;
+  ctx->bf16_dot = bf16_dot;
   if (o.num_threads == 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o.num_threads = n > 0 ? (int)n : 1;
@@ -113,8 +124,11 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
     ctx->log = o.log != 0;
   }
   if (ctx->log)
-    fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)\n", kernels->name,
-            isa && isa[0] ? "forced" : "best for this CPU", ctx->num_threads);
+    fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)%s\n", kernels->name,
+            isa && isa[0] ? "forced" : "best for this CPU", ctx->num_threads,
+            !kernels->ops || !kernels->ops->prefill_begin ? ""
+            : ctx->bf16_dot ? ", bf16 prefill on vdpbf16ps"
+                            : ", bf16 prefill widened to f32 FMAs");
   *ctx_out = ctx;
   return RPA_OK;
 }

@@ -68,6 +68,7 @@ typedef struct job {
   int ld, ldv, ldr, rows_max;
   float kmul;               /* logit scale, folded into the K tile */
   int q_bf16_exact;         /* the query rows are bf16 values exactly */
+  int bf16_dot;             /* prefill bf16 x bf16 on vdpbf16ps */
   size_t es;                /* cache element size */
 } job;
 
@@ -327,7 +328,7 @@ static void run_item(void *arg, int index, int thread) {
   int pairs = 0; /* prefill on vdpbf16ps */
   if (fused) ops->decode_order(t->q, ld, rows, D, a->cache.dtype, 0);
   if (rowwise) {
-    pairs = !getenv("NOPAIRS") && jb->q_bf16_exact && a->cache.dtype == RPA_BF16 && D % 2 == 0;
+    pairs = jb->bf16_dot && jb->q_bf16_exact && a->cache.dtype == RPA_BF16 && D % 2 == 0;
     ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul, pairs);
     for (int r = 0; r < rows; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
   }
@@ -543,6 +544,7 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   jb.rows_max = rows_max;
   const float qs = a->q_scale > 0.0f ? a->q_scale : 1.0f;
   jb.kmul = a->sm_scale * a->k_scale * qs;
+  jb.bf16_dot = ctx->bf16_dot;
   jb.q_bf16_exact = a->q_scale > 0.0f
                         ? a->cache.dtype != RPA_F32 && a->cache.dtype != RPA_F16
                         : a->q.dtype == RPA_BF16;

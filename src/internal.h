@@ -56,6 +56,7 @@ struct rpa_context {
   struct rpa_pool *pool;
   int log;
   const rpa_kernel_set *kernels;
+  int bf16_dot; /* prefill bf16 x bf16 on vdpbf16ps (else widened, FMAs) */
   void *scratch;
   size_t scratch_bytes;
   char error[RPA_ERROR_CAP];

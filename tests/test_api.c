@@ -25,6 +25,21 @@ static void context_options(void) {
   o.isa = NULL;
   o.num_threads = -1;
   CHECK(rpa_context_create(&o, &ctx) == RPA_INVALID_PARAMETER, "threads < 0");
+  { /* RPA_BF16_DOT takes 0 or 1 only */
+    const char *was = getenv("RPA_BF16_DOT");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("RPA_BF16_DOT", "yes", 1);
+    CHECK(rpa_context_create(NULL, &ctx) == RPA_INVALID_PARAMETER, "RPA_BF16_DOT=yes");
+    setenv("RPA_BF16_DOT", "0", 1);
+    CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "RPA_BF16_DOT=0");
+    rpa_context_destroy(ctx);
+    if (saved) {
+      setenv("RPA_BF16_DOT", saved, 1);
+      free(saved);
+    } else {
+      unsetenv("RPA_BF16_DOT");
+    }
+  }
   CHECK(rpa_context_create(NULL, NULL) == RPA_NULL_POINTER, "NULL ctx_out");
   CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "defaults");
   CHECK(rpa_context_num_threads(ctx) >= 1, "default threads");
