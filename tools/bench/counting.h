@@ -45,9 +45,10 @@ int64_t bench_seq_pairs(int64_t q_len, int64_t kv_len, int causal,
 int64_t bench_seq_kv_positions(int64_t q_len, int64_t kv_len, int causal,
                                int64_t window);
 
-/* The compute peak that applies to a case: vdpbf16ps when the CPU has it
-   and both operands are bf16 or widen to bf16 exactly (bf16 q with bf16 or
-   fp8 KV); float32 FMA otherwise. */
+/* Whether a case's products may run on vdpbf16ps: the CPU has it and both
+   operands are bf16 or widen to bf16 exactly (bf16 q with bf16 or fp8 KV).
+   The report then takes the higher of that peak and the float32 FMA peak
+   (bench_result_finish); float32 FMA alone otherwise. */
 typedef enum bench_peak_kind {
   BENCH_PEAK_F32_FMA = 0,
   BENCH_PEAK_BF16_DOT = 1,
