@@ -125,7 +125,10 @@ typedef struct rpa_context_options {
 RPA_API rpa_context_options rpa_context_options_default(void);
 
 /* opts may be NULL (defaults). RPA_UNSUPPORTED if the requested kernel set is
-   unknown or this CPU cannot run it. */
+   unknown or this CPU cannot run it. The environment variable RPA_BF16_DOT
+   (0 or 1; RPA_INVALID_PARAMETER otherwise) overrides the avx512 set's
+   choice, made by CPU vendor, of vdpbf16ps or widened float32 FMAs for
+   bf16 prefill; see README.md. */
 RPA_API rpa_status rpa_context_create(const rpa_context_options *opts,
                                       rpa_context **ctx_out);
 /* NULL is allowed. */

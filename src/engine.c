@@ -34,7 +34,7 @@ enum {
   SPLIT_MIN = 512,     /* keys per split at least */
   ROWS_TARGET = 128,    /* query rows (tokens x group) per prefill item */
   TK = RPA_TILE_KEYS,
-  TK_ROWWISE = 32,     /* keys per prefill_step: amortises its per-tile work */
+  TK_ROWWISE = 32,     /* keys per prefill_step and fused decode step */
   PREFETCH_HEADS = 8,  /* decode: prefetch distance, in head steps */
 };
 
@@ -345,7 +345,7 @@ static void run_item(void *arg, int index, int thread) {
 
   const void *krow[TK_ROWWISE], *vrow[TK_ROWWISE];
   int next_n = 0; /* keys of the next tile, located in t */
-  const int step = rowwise ? TK_ROWWISE : TK; /* keys per tile */
+  const int step = rowwise || fused ? TK_ROWWISE : TK; /* keys per tile */
   if (lo < hi) locate_keys(jb, t, seq, lo, (int)(hi - lo < step ? hi - lo : step));
   for (int64_t c = lo; c < hi; c += step) {
     const int n = (int)(hi - c < step ? hi - c : step);
@@ -389,7 +389,7 @@ static void run_item(void *arg, int index, int thread) {
       if (fused) {
         /* Prefetch what comes next: the next head's rows of this tile, or
            after the last head, the first head's rows of the next tile. */
-        const void *kn[TK], *vn[TK];
+        const void *kn[TK_ROWWISE], *vn[TK_ROWWISE];
         int nn = n;
         const int32_t ph = h + PREFETCH_HEADS; /* head to prefetch */
         if (ph < h1) {

@@ -47,7 +47,7 @@ typedef struct rpa_tile_ops {
   void (*load_row)(float *dst, const void *src, rpa_dtype dtype, int n);
   /* Optional (NULL: the engine uses the tile functions above). One fused
      decode step: `rows` query rows q [rows][ld] (zero past D) against
-     n <= 16 keys that every row sees, logits scaled by kmul. K and V are
+     n <= 32 keys that every row sees, logits scaled by kmul. K and V are
      read and widened in registers straight from their rows (no staging),
      then soft cap (cap > 0), online softmax update of m [rows], l [rows],
      and o [rows][ldo] += p v. The rows of the next tile (knext, vnext,

@@ -326,7 +326,7 @@ static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
       _mm_prefetch(p + b, _MM_HINT_T1);
 }
 
-/* Logit partials: part[r * 16 + c0 + j] = 16-lane partial dot products of
+/* Logit partials: part[r * 32 + c0 + j] = 16-lane partial dot products of
    q row r (blocked order, zero past D) with key c0 + j, for j < KB (keys at
    or past n give 0). */
 static ALWAYS_INLINE void decode_qk(const float *q, int ld,
@@ -374,7 +374,7 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 #pragma GCC unroll 8
   for (int r = 0; r < NR; r++)
 #pragma GCC unroll 16
-    for (int j = 0; j < KB; j++) part[r * 16 + c0 + j] = acc[r * KB + j];
+    for (int j = 0; j < KB; j++) part[r * 32 + c0 + j] = acc[r * KB + j];
 }
 
 /* o[RG rows][NV vectors from d] += p[r][c] v_c for c < n; the vectors are
@@ -398,7 +398,7 @@ static ALWAYS_INLINE void decode_pv_run(float *o, int ldo, const float *p,
       for (int b = 0; b < NV; b += vb) widen_block(vrows[c], d + 16 * b, dt, lut, vv + b);
 #pragma GCC unroll 4
     for (int r = 0; r < RG; r++) {
-      const __m512 pb = _mm512_set1_ps(p[r * 16 + c]);
+      const __m512 pb = _mm512_set1_ps(p[r * 32 + c]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(pb, vv[v], acc[r][v]);
     }
@@ -423,7 +423,8 @@ static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
   for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
 }
 
-/* One tile of n <= 16 keys for NR query rows. */
+/* One tile of n <= 32 keys for NR <= 4 query rows; p and part hold 32
+   keys per row. */
 static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
                                       const int NR, const void *const *krows,
                                       const void *const *vrows, int n, int D,
@@ -431,13 +432,14 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
                                       float *l, float *o, int ldo,
                                       const void *const *knext,
                                       const void *const *vnext, int n_next) {
-  __attribute__((aligned(64))) __m512 part[8 * 16];
-  __attribute__((aligned(64))) float p[8 * 16];
+  __attribute__((aligned(64))) __m512 part[4 * 32];
+  __attribute__((aligned(64))) float p[4 * 32];
   const int es = (int)rpa_dtype_size(dt);
   fp8_lut lut;
   if (is_fp8(dt)) lut = fp8_lut_load(dt);
   const int KB = 16 / NR; /* keys per QK block: NR x KB accumulators */
-  for (int c0 = 0; c0 < 16; c0 += KB) {
+  const int halves = n > 16 ? 2 : 1;
+  for (int c0 = 0; c0 < 16 * halves; c0 += KB) {
 #pragma GCC unroll 16
     for (int j = 0; j < KB; j++) {
       const int c = c0 + j;
@@ -455,13 +457,22 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
     }
     decode_qk(q, ld, krows, c0, n, D, dt, &lut, NR, KB, part);
   }
-  const __mmask16 valid = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+  const int n1 = n - 16; /* keys in the second half */
+  const __mmask16 valid0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+  const __mmask16 valid1 = n1 >= 16 ? (__mmask16)0xffff
+                           : n1 <= 0 ? (__mmask16)0 : (__mmask16)((1u << n1) - 1);
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   for (int r = 0; r < NR; r++) {
-    __m512 s = _mm512_mul_ps(reduce16(part + r * 16), _mm512_set1_ps(kmul));
-    if (cap > 0.0f)
-      s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
-    s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid, s);
-    const float mt = _mm512_reduce_max_ps(s);
+    __m512 s[2];
+    for (int h = 0; h < halves; h++) {
+      s[h] = _mm512_mul_ps(reduce16(part + r * 32 + 16 * h), _mm512_set1_ps(kmul));
+      if (cap > 0.0f)
+        s[h] = _mm512_mul_ps(_mm512_set1_ps(cap),
+                             tanh16(_mm512_mul_ps(s[h], _mm512_set1_ps(1.0f / cap))));
+    }
+    s[0] = _mm512_mask_mov_ps(neg_inf, valid0, s[0]);
+    s[1] = halves == 2 ? _mm512_mask_mov_ps(neg_inf, valid1, s[1]) : neg_inf;
+    const float mt = _mm512_reduce_max_ps(_mm512_max_ps(s[0], s[1]));
     if (mt > m[r]) {
       if (l[r] != 0.0f) {
         const float alpha = expf(m[r] - mt);
@@ -470,13 +481,20 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
       }
       m[r] = mt;
     }
-    const __m512 e = exp_neg16(_mm512_sub_ps(s, _mm512_set1_ps(m[r])));
-    l[r] += _mm512_reduce_add_ps(e);
-    _mm512_store_ps(p + r * 16, e);
+    const __m512 mr = _mm512_set1_ps(m[r]);
+    const __m512 e0 = exp_neg16(_mm512_sub_ps(s[0], mr));
+    _mm512_store_ps(p + r * 32, e0);
+    __m512 sum = e0;
+    if (halves == 2) {
+      const __m512 e1 = exp_neg16(_mm512_sub_ps(s[1], mr));
+      _mm512_store_ps(p + r * 32 + 16, e1);
+      sum = _mm512_add_ps(sum, e1);
+    }
+    l[r] += _mm512_reduce_add_ps(sum);
   }
   const int RG = NR < 4 ? NR : 4;
   for (int g = 0; g < NR; g += RG)
-    decode_pv(o + (int64_t)g * ldo, ldo, p + g * 16, vrows, n, Dv, dt, &lut, RG);
+    decode_pv(o + (int64_t)g * ldo, ldo, p + g * 32, vrows, n, Dv, dt, &lut, RG);
 }
 
 static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
