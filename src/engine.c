@@ -69,6 +69,7 @@ typedef struct job {
   float kmul;               /* logit scale, folded into the K tile */
   int q_bf16_exact;         /* the query rows are bf16 values exactly */
   int bf16_dot;             /* prefill bf16 x bf16 on vdpbf16ps */
+  int hw_streams;           /* decode leaves K/V prefetch to the hardware */
   size_t es;                /* cache element size */
 } job;
 
@@ -392,7 +393,9 @@ static void run_item(void *arg, int index, int thread) {
         const void *kn[TK_ROWWISE], *vn[TK_ROWWISE];
         int nn = n;
         const int32_t ph = h + PREFETCH_HEADS; /* head to prefetch */
-        if (ph < h1) {
+        if (jb->hw_streams) {
+          nn = 0;
+        } else if (ph < h1) {
           for (int i = 0; i < n; i++) {
             kn[i] = kb[i] + ph * khs[i] * (int64_t)es;
             vn[i] = vb[i] + ph * vhs[i] * (int64_t)es;
@@ -545,6 +548,17 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   const float qs = a->q_scale > 0.0f ? a->q_scale : 1.0f;
   jb.kmul = a->sm_scale * a->k_scale * qs;
   jb.bf16_dot = ctx->bf16_dot;
+  /* A slot whose heads' K rows lie side by side over 2 KiB or more, in rows
+     of 256 bytes or more, is read as long runs the hardware prefetcher
+     streams; software prefetches of the next tile then only compete with it
+     for fill buffers (measured on bf16 decode, combined layout: 56% of the
+     read bandwidth with them, 66% without). Shorter rows (fp8, small heads)
+     and scattered heads (HND, one KV head) keep them. */
+  {
+    const int64_t hs = a->cache.k_head_stride, ss = a->cache.k_slot_stride;
+    jb.hw_streams = (int64_t)a->head_dim * (int64_t)jb.es >= 256 && hs < ss &&
+                    a->num_kv_heads * hs * (int64_t)jb.es >= 2048;
+  }
   jb.q_bf16_exact = a->q_scale > 0.0f
                         ? a->cache.dtype != RPA_F32 && a->cache.dtype != RPA_F16
                         : a->q.dtype == RPA_BF16;
