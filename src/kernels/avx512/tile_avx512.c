@@ -305,12 +305,30 @@ static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
                                     _mm512_srli_epi32(i, sh))
                  : _mm512_add_epi32(_mm512_slli_epi32(lane, sh), _mm512_set1_epi32(v));
   }
+  /* permutes, not gathers: gathers are microcoded on CPUs with the GDS
+     mitigation, and this runs on every decode call */
+  __mmask16 hi[4];
+  for (int v = 0; v < vb; v++)
+    hi[v] = _mm512_cmpge_epi32_mask(idx[v], _mm512_set1_epi32(32));
   for (int r = 0; r < rows; r++)
     for (int d0 = 0; d0 + bd <= n; d0 += bd) {
       float *blk = x + (int64_t)r * ld + d0;
-      __m512 out[4];
-      for (int v = 0; v < vb; v++) out[v] = _mm512_i32gather_ps(idx[v], blk, 4);
-      for (int v = 0; v < vb; v++) _mm512_storeu_ps(blk + 16 * v, out[v]);
+      const __m512 a = _mm512_loadu_ps(blk), b = _mm512_loadu_ps(blk + 16);
+      if (vb == 2) {
+        const __m512 o0 = _mm512_permutex2var_ps(a, idx[0], b);
+        const __m512 o1 = _mm512_permutex2var_ps(a, idx[1], b);
+        _mm512_storeu_ps(blk, o0);
+        _mm512_storeu_ps(blk + 16, o1);
+      } else {
+        const __m512 c = _mm512_loadu_ps(blk + 32), e = _mm512_loadu_ps(blk + 48);
+        __m512 o[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+          o[v] = _mm512_mask_mov_ps(_mm512_permutex2var_ps(a, idx[v], b), hi[v],
+                                    _mm512_permutex2var_ps(c, idx[v], e));
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm512_storeu_ps(blk + 16 * v, o[v]);
+      }
     }
 }
 
