@@ -1,7 +1,9 @@
-/* AVX-512 micro-kernels (F, BW, DQ, VL; BF16 for narrowing). See ../tile.h
-   for the layouts. Every dtype widens in registers: bf16 by a shift, f16 by
-   vcvtph2ps, fp8 through f16 (e5m2 is the top byte of an f16; e4m3fn's bits
-   shifted into an f16 give the value / 256, exactly). */
+/* AVX-512 micro-kernels (F, BW, DQ, VL, VBMI, BF16). See ../tile.h for the
+   layouts. Every dtype widens in registers: bf16 by a shift (or a shift and
+   a mask, for a pair of dims), f16 by vcvtph2ps, fp8 in decode through a
+   128-entry vpermi2b lookup of its bf16 bits, and elsewhere through f16
+   (e5m2 is the top byte of an f16; e4m3fn's bits shifted into an f16 give
+   the value / 256, exactly). */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
