@@ -32,7 +32,7 @@
 enum {
   MAX_SPLITS = 4,      /* decode KV splits per sequence */
   SPLIT_MIN = 512,     /* keys per split at least */
-  ROWS_TARGET = 128,    /* query rows (tokens x group) per prefill item */
+  ROWS_TARGET = 128,   /* query rows (tokens x group) per prefill item */
   TK = RPA_TILE_KEYS,
   TK_ROWWISE = 32,     /* keys per prefill_step and fused decode step */
   PREFETCH_HEADS = 8,  /* decode: prefetch distance, in head steps */

@@ -52,9 +52,9 @@ typedef struct rpa_tile_ops {
      then soft cap (cap > 0), online softmax update of m [rows], l [rows],
      and o [rows][ldo] += p v. The rows of the next tile (knext, vnext,
      n_next) are prefetched a key at a time, spread through the arithmetic.
-     q and o are in the kernel's own dimension order: decode_order puts
-     rows into it (back = 0) before an item's first step and takes them out
-     (back = 1) after its last. */
+     q and o are in the kernel's own dimension order: decode_order (given
+     whenever decode_step is) puts rows into it (back = 0) before an item's
+     first step and takes them out (back = 1) after its last. */
   void (*decode_step)(const float *q, int ld, int rows, float kmul,
                       const void *const *krows, const void *const *vrows,
                       int n, int D, int Dv, rpa_dtype dtype, float cap,

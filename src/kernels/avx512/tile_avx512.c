@@ -359,31 +359,26 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 #pragma GCC unroll 16
   for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
   const int nk = n - c0 < KB ? n - c0 : KB;
-  if (nk == KB) { /* the common case: every key of the block is real */
-    for (int d = 0; d < dfull; d += bd) {
+  /* acc[r][j] += q[r] . K[c0 + j] over the whole block at d */
+#define QK_KEY(j, d)                                                          \
+  do {                                                                        \
+    __m512 kv[4];                                                             \
+    widen_block(krows[c0 + (j)], (d), dt, lut, kv);                           \
+    _Pragma("GCC unroll 8") for (int r = 0; r < NR; r++)                      \
+    _Pragma("GCC unroll 4") for (int v = 0; v < vb; v++)                      \
+      acc[r * KB + (j)] = _mm512_fmadd_ps(                                    \
+          _mm512_loadu_ps(q + (int64_t)r * ld + (d) + 16 * v), kv[v],         \
+          acc[r * KB + (j)]);                                                 \
+  } while (0)
+  for (int d = 0; d < dfull; d += bd) {
+    if (nk == KB) { /* the common case: every key of the block is real */
 #pragma GCC unroll 16
-      for (int j = 0; j < KB; j++) {
-        __m512 kv[4];
-        widen_block(krows[c0 + j], d, dt, lut, kv);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-          for (int v = 0; v < vb; v++)
-            acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d + 16 * v),
-                                              kv[v], acc[r * KB + j]);
-      }
+      for (int j = 0; j < KB; j++) QK_KEY(j, d);
+    } else {
+      for (int j = 0; j < nk; j++) QK_KEY(j, d);
     }
-  } else {
-    for (int d = 0; d < dfull; d += bd)
-      for (int j = 0; j < nk; j++) {
-        __m512 kv[4];
-        widen_block(krows[c0 + j], d, dt, lut, kv);
-        for (int r = 0; r < NR; r++)
-          for (int v = 0; v < vb; v++)
-            acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d + 16 * v),
-                                              kv[v], acc[r * KB + j]);
-      }
   }
+#undef QK_KEY
   for (int d = dfull; d < D; d += 16) /* the tail, natural order */
     for (int j = 0; j < nk; j++) {
       const __m512 kv = widen16(advance(krows[c0 + j], dt, d), dt, D - d);
