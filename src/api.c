@@ -1,14 +1,9 @@
-/* The public entry points: status strings, the context, validate -> plan ->
-   dispatch, and upstream's v3 convenience call. */
-#include <stdio.h>
-#include <stdlib.h>
+/* The public call: status strings, default arguments, validate -> the
+   context's backend, and upstream's v3 convenience call. The context lives
+   in context.c, the backends in registry.c. */
 #include <string.h>
-#include <unistd.h>
 
-#include "cpu.h"
 #include "internal.h"
-#include "kernels/tile.h"
-#include "threadpool.h"
 
 const char *rpa_status_string(rpa_status status) {
   switch (status) {
@@ -19,152 +14,6 @@ const char *rpa_status_string(rpa_status status) {
 #undef RPA_STATUS_STRING_
   }
   return "unknown status";
-}
-
-rpa_status rpa_fail(rpa_context *ctx, rpa_status status, const char *fmt,
-                    ...) {
-  if (ctx) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
-    va_end(ap);
-  }
-  return status;
-}
-
-/* ---- kernel sets ------------------------------------------------------- */
-
-/* Reference entries first; a faster set later in the list wins when the CPU
-   can run it. */
-static const rpa_kernel_set *const kernel_sets[] = {
-    &rpa_kernels_ref,
-    &rpa_kernels_scalar,
-    &rpa_kernels_avx2,
-    &rpa_kernels_avx512,
-};
-enum { NUM_KERNEL_SETS = sizeof kernel_sets / sizeof kernel_sets[0] };
-
-static int kernel_set_runs_here(const rpa_kernel_set *k) {
-  return k->runs_here();
-}
-
-static const rpa_kernel_set *find_kernel_set(const char *name) {
-  for (int i = 0; i < NUM_KERNEL_SETS; i++)
-    if (strcmp(kernel_sets[i]->name, name) == 0) return kernel_sets[i];
-  return NULL;
-}
-
-const char *rpa_isa_name(int index) {
-  return index >= 0 && index < NUM_KERNEL_SETS ? kernel_sets[index]->name
-                                                : NULL;
-}
-
-int rpa_isa_available(const char *isa) {
-  const rpa_kernel_set *k = isa ? find_kernel_set(isa) : NULL;
-  return k && kernel_set_runs_here(k);
-}
-
-/* ---- context ----------------------------------------------------------- */
-
-rpa_context_options rpa_context_options_default(void) {
-  rpa_context_options o;
-  memset(&o, 0, sizeof o);
-  o.log = -1;
-  o.pin_threads = -1;
-  return o;
-}
-
-rpa_status rpa_context_create(const rpa_context_options *opts,
-                              rpa_context **ctx_out) {
-  if (!ctx_out) return RPA_NULL_POINTER;
-  *ctx_out = NULL;
-  rpa_context_options o = opts ? *opts : rpa_context_options_default();
-  if (o.num_threads < 0) return RPA_INVALID_PARAMETER;
-
-  const char *isa = o.isa && o.isa[0] ? o.isa : getenv("RPA_ISA");
-  const rpa_kernel_set *kernels = NULL;
-  if (isa && isa[0] && strcmp(isa, "best") != 0) {
-    kernels = find_kernel_set(isa);
-    if (!kernels || !kernel_set_runs_here(kernels)) return RPA_UNSUPPORTED;
-  } else {
-    for (int i = 0; i < NUM_KERNEL_SETS; i++)
-      if (kernel_set_runs_here(kernel_sets[i])) kernels = kernel_sets[i];
-  }
-
-  /* RPA_BF16_DOT=0|1 overrides the CPU's choice of bf16 prefill arithmetic. */
-  const char *dot = getenv("RPA_BF16_DOT");
-  int bf16_dot = rpa_cpu_features()->bf16_dot_fast;
-  if (dot && dot[0]) {
-    if (strcmp(dot, "0") != 0 && strcmp(dot, "1") != 0) return RPA_INVALID_PARAMETER;
-    bf16_dot = dot[0] == '1';
-  }
-
-  rpa_context *ctx = calloc(1, sizeof *ctx);
-  if (!ctx) return RPA_OUT_OF_MEMORY;
-  ctx->bf16_dot = bf16_dot;
-  if (o.num_threads == 0) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o.num_threads = n > 0 ? (int)n : 1;
-  }
-  ctx->num_threads = o.num_threads;
-  ctx->kernels = kernels;
-  if (kernels->ops) { /* tiled sets run on the pool */
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    const int pin = o.pin_threads < 0 ? o.num_threads <= cpus : o.pin_threads;
-    ctx->pool = rpa_pool_create(o.num_threads, pin);
-    if (!ctx->pool) {
-      free(ctx);
-      return RPA_OUT_OF_MEMORY;
-    }
-  }
-  if (o.log < 0) {
-    const char *env = getenv("RPA_LOG");
-    ctx->log = env && strcmp(env, "1") == 0;
-  } else {
-    ctx->log = o.log != 0;
-  }
-  if (ctx->log)
-    fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)%s\n", kernels->name,
-            isa && isa[0] ? "forced" : "best for this CPU", ctx->num_threads,
-            !kernels->ops || !kernels->ops->prefill_begin ? ""
-            : ctx->bf16_dot ? ", bf16 prefill on vdpbf16ps"
-                            : ", bf16 prefill widened to f32 FMAs");
-  *ctx_out = ctx;
-  return RPA_OK;
-}
-
-void rpa_context_destroy(rpa_context *ctx) {
-  if (!ctx) return;
-  rpa_pool_destroy(ctx->pool);
-  free(ctx->scratch);
-  free(ctx);
-}
-
-const char *rpa_context_last_error(const rpa_context *ctx) {
-  return ctx ? ctx->error : "ctx: NULL";
-}
-
-const char *rpa_context_isa(const rpa_context *ctx) {
-  return ctx ? ctx->kernels->name : "";
-}
-
-int rpa_context_num_threads(const rpa_context *ctx) {
-  return ctx ? ctx->num_threads : 0;
-}
-
-size_t rpa_context_scratch_bytes(const rpa_context *ctx) {
-  return ctx ? ctx->scratch_bytes : 0;
-}
-
-void *rpa_scratch(rpa_context *ctx, size_t bytes) {
-  if (bytes <= ctx->scratch_bytes) return ctx->scratch;
-  size_t n = (bytes + 63) & ~(size_t)63;
-  void *p = NULL;
-  if (posix_memalign(&p, 64, n) != 0) return NULL;
-  free(ctx->scratch);
-  ctx->scratch = p;
-  ctx->scratch_bytes = n;
-  return p;
 }
 
 /* ---- the call ---------------------------------------------------------- */
@@ -194,7 +43,7 @@ rpa_status rpa_attention(rpa_context *ctx, const rpa_args *args) {
   rpa_status st = rpa_validate_args(ctx, args, &info);
   if (st != RPA_OK) return st;
   if (info.num_seqs == 0) return RPA_OK;
-  return ctx->kernels->attention(ctx, args, &info);
+  return ctx->backend->attention(ctx, args, &info);
 }
 
 /* ---- upstream v3 convenience -------------------------------------------- */

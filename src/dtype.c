@@ -1,9 +1,11 @@
-/* Scalar dtype conversions: the exact definitions the library uses. Fast
+/* Scalar dtype conversions: the exact definitions the library uses
+   (widening lives in convert.h, inline, for the portable kernels too). Fast
    kernels convert in SIMD and are tested against these. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
+#include "convert.h"
 #include "internal.h"
 
 static uint32_t f32_bits(float f) {
@@ -12,13 +14,7 @@ static uint32_t f32_bits(float f) {
   return u;
 }
 
-static float bits_f32(uint32_t u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-float rpa_bf16_to_f32(uint16_t bits) { return bits_f32((uint32_t)bits << 16); }
+float rpa_bf16_to_f32(uint16_t bits) { return rpa_widen_bf16(bits); }
 
 uint16_t rpa_f32_to_bf16(float value) {
   uint32_t u = f32_bits(value);
@@ -30,17 +26,7 @@ uint16_t rpa_f32_to_bf16(float value) {
   return (uint16_t)(u >> 16);
 }
 
-float rpa_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (mant << 13));
-  if (exp == 0) {
-    float v = (float)mant * 0x1p-24f; /* exact: at most 10 bits */
-    return sign ? -v : v;
-  }
-  return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
-}
+float rpa_f16_to_f32(uint16_t h) { return rpa_widen_f16(h); }
 
 /* Generic round-to-nearest-even encoder for small binary formats.
    ebits/mbits: field widths. fn: e4m3fn-style (no infinity, the all-ones
@@ -91,7 +77,7 @@ uint16_t rpa_f32_to_f16(float value) {
   }
   /* subnormal or zero: the value in units of 2^-24, rounded to even (the
      scaling is exact; 1024 correctly becomes the smallest normal) */
-  const float v = bits_f32(a) * 0x1p24f;
+  const float v = rpa_bits_to_f32(a) * 0x1p24f;
   return (uint16_t)(sign | (uint32_t)nearbyintf(v));
 }
 
@@ -101,40 +87,20 @@ uint16_t rpa_f32_to_f16_generic(float value) {
   return (uint16_t)encode_small(value, 5, 10, 0);
 }
 
-float rpa_fp8_e4m3_to_f32(uint8_t b) {
-  uint32_t sign = (uint32_t)(b & 0x80u) << 24;
-  uint32_t exp = (b >> 3) & 0xfu;
-  uint32_t mant = b & 0x7u;
-  if (exp == 0xf && mant == 0x7) return bits_f32(sign | 0x7fc00000u);
-  if (exp == 0) {
-    float v = (float)mant * 0x1p-9f;
-    return sign ? -v : v;
-  }
-  return bits_f32(sign | ((exp + 120u) << 23) | (mant << 20));
-}
+float rpa_fp8_e4m3_to_f32(uint8_t b) { return rpa_widen_e4m3(b); }
 
 uint8_t rpa_f32_to_fp8_e4m3(float value) {
   return (uint8_t)encode_small(value, 4, 3, 1);
 }
 
-/* e5m2 is the top byte of an f16. */
-float rpa_fp8_e5m2_to_f32(uint8_t b) {
-  return rpa_f16_to_f32((uint16_t)((uint16_t)b << 8));
-}
+float rpa_fp8_e5m2_to_f32(uint8_t b) { return rpa_widen_e5m2(b); }
 
 uint8_t rpa_f32_to_fp8_e5m2(float value) {
   return (uint8_t)encode_small(value, 5, 2, 0);
 }
 
 float rpa_load_f32(const void *base, rpa_dtype dtype, int64_t i) {
-  switch (dtype) {
-    case RPA_F32: return ((const float *)base)[i];
-    case RPA_BF16: return rpa_bf16_to_f32(((const uint16_t *)base)[i]);
-    case RPA_F16: return rpa_f16_to_f32(((const uint16_t *)base)[i]);
-    case RPA_FP8_E4M3: return rpa_fp8_e4m3_to_f32(((const uint8_t *)base)[i]);
-    case RPA_FP8_E5M2: return rpa_fp8_e5m2_to_f32(((const uint8_t *)base)[i]);
-  }
-  return NAN;
+  return rpa_widen(base, dtype, i);
 }
 
 void rpa_store_f32(void *base, rpa_dtype dtype, int64_t i, float v) {

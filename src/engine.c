@@ -1,201 +1,66 @@
-/* The tiled engine behind every fast kernel set: plan -> fused pipeline.
+/* The engine behind every fast kernel set: plan (plan.c), then the fused
+   pipeline below, one path per work kind, the arithmetic in the context's
+   kernel set (kernels/kernels.h).
 
-   Plan (distribution-aware). Each sequence is classified by its own q_len:
-   - decode (q_len 1): one work item per KV split; an item computes all
-     query heads of the token, so each K/V byte is loaded once for its whole
-     GQA group (and the whole slot row of all heads is read contiguously).
-     The visible keys are split into at most MAX_SPLITS chunks of at least
-     SPLIT_MIN keys; partial (max, sum, acc) are merged in split order by
-     whichever item finishes last, so the result depends on the sequence
-     alone, never on the batch or the thread count.
-   - prefill / mixed chunk (q_len > 1): one item per (KV head, block of
-     query tokens); the block's rows are the G query heads of each token.
-   Items are sorted by estimated cost, longest first, and handed out by an
-   atomic counter: one long prefill beside many decodes keeps every thread
-   busy.
+   An item walks its keys in steps cut straight from the pages (any page
+   size; a step may span pages), locating the next step's rows while the
+   current one computes and prefetching them. New tokens' K/V are copied
+   into their cache slots at the start of the item and read straight from
+   the k/v inputs, never back from the cache. Causal steps above the
+   diagonal and steps left of a sliding window are never visited.
 
-   Pipeline. An item walks its keys in tiles of 16 cut straight from the
-   pages (any page size; a tile may span pages), prefetching the next tile's
-   rows while the current one computes. New tokens' K/V are copied into
-   their cache slots at the start of the item and read straight from the
-   k/v inputs, never back from the cache. Causal tiles above the diagonal
-   and tiles left of a sliding window are never visited. */
+   run_item: write the item's new tokens -> load its query rows -> walk the
+   keys (decode or prefill) -> merge decode splits -> normalise and store. */
 #include <math.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
-#include "kernels/tile.h"
+#include "kernels/kernels.h"
+#include "plan.h"
 #include "threadpool.h"
 
 enum {
-  MAX_SPLITS = 4,      /* decode KV splits per sequence */
-  SPLIT_MIN = 512,     /* keys per split at least */
-  ROWS_TARGET = 128,   /* query rows (tokens x group) per prefill item */
-  TK = RPA_TILE_KEYS,
-  TK_ROWWISE = 32,     /* keys per prefill_step and fused decode step */
-  PREFETCH_HEADS = 8,  /* decode: prefetch distance, in head steps */
+  MAXK = RPA_MAX_STEP_KEYS,
+  PREFETCH_HEADS = 8, /* decode: prefetch distance, in head steps */
 };
 
-typedef struct work_item {
-  int32_t seq;
-  int32_t head;   /* KV head, or -1: all heads (decode) */
-  int32_t j0, j1; /* query tokens [j0, j1) of the sequence */
-  int32_t c0, c1; /* keys [c0, c1) (decode split; prefill: whole range) */
-  int32_t split;  /* split index; slot of the partials */
-  int32_t slot;   /* decode sequence slot for split partials, -1: none */
-  int32_t splits; /* number of splits of this sequence */
-  int64_t cost;
-} work_item;
+/* Where each key of a step comes from: its row of KV head 0 and the
+   stride from head to head (elements). */
+typedef struct key_rows {
+  int n;
+  const char *kbase[MAXK], *vbase[MAXK];
+  int64_t khs[MAXK], vhs[MAXK];
+} key_rows;
 
 typedef struct thread_scratch {
-  float *q, *s, *p, *o, *m, *l, *kt, *v;
-  float *qt, *st; /* prefill_step: q transposed [ld][ldr], S^T [16][ldr] */
-  int32_t *pos;   /* query position of each row */
-  const char *kbase[TK_ROWWISE], *vbase[TK_ROWWISE];
-  int64_t khs[TK_ROWWISE], vhs[TK_ROWWISE]; /* head stride per key's source */
+  float *q;       /* [rows][ld] the item's query rows */
+  float *o;       /* [rows][ldv] */
+  float *m, *l;   /* [rows] */
+  float *qs;      /* the kernel set's prefill staging */
+  float *work;    /* the kernel set's workspace */
+  int32_t *pos;   /* [rows] query position of each row */
 } thread_scratch;
 
 typedef struct job {
   const rpa_args *a;
   const rpa_batch_info *info;
-  const rpa_tile_ops *ops;
-  work_item *items;
+  const rpa_kernels *k;
+  rpa_work_item *items;
   thread_scratch *ts;
-  float *partials;          /* [slots][MAX_SPLITS][Hq][2 + ldv] */
-  _Atomic int *pending;     /* [slots] splits not yet finished */
-  int ld, ldv, ldr, rows_max;
-  float kmul;               /* logit scale, folded into the K tile */
-  int q_bf16_exact;         /* the query rows are bf16 values exactly */
-  int bf16_dot;             /* prefill bf16 x bf16 on vdpbf16ps */
-  int hw_streams;           /* decode leaves K/V prefetch to the hardware */
-  size_t es;                /* cache element size */
+  float *partials;      /* [slots][RPA_MAX_SPLITS][Hq][2 + ldv] */
+  _Atomic int *pending; /* [slots] splits not yet finished */
+  int ld, ldv, ldr;
+  float kmul;           /* logit scale: sm_scale * k_scale * q_scale */
+  int bf16_ok;          /* prefill may use the bf16 dot product */
+  int hw_streams;       /* decode leaves K/V prefetch to the hardware */
+  size_t es;            /* cache element size */
 } job;
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-/* ---- planning ----------------------------------------------------------- */
-
-/* Visible keys of query position pos: [lo, hi). */
-static void visible(const rpa_args *a, int64_t pos, int32_t kv_len, int64_t *lo,
-                    int64_t *hi) {
-  *lo = 0;
-  *hi = kv_len;
-  if (a->causal) {
-    *hi = pos + 1;
-    if (a->sliding_window > 0 && pos - a->sliding_window + 1 > 0)
-      *lo = pos - a->sliding_window + 1;
-  }
-}
-
-static int decode_splits(int64_t keys) {
-  int64_t n = keys / SPLIT_MIN;
-  if (n < 1) n = 1;
-  if (n > MAX_SPLITS) n = MAX_SPLITS;
-  return (int)n;
-}
-
-static int block_tokens(int group) {
-  int b = ROWS_TARGET / group;
-  return b < 1 ? 1 : b;
-}
-
-/* Upper bound of the item count, for the scratch size. */
-static int64_t count_items(const rpa_args *a, const rpa_batch_info *info,
-                           int64_t *slots) {
-  int64_t n = 0;
-  *slots = 0;
-  const int bq = block_tokens(info->group);
-  for (int32_t i = 0; i < info->num_seqs; i++) {
-    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
-    if (q_len == 1) {
-      n += MAX_SPLITS;
-      *slots += 1;
-    } else {
-      n += (int64_t)a->num_kv_heads * ((q_len + bq - 1) / bq);
-    }
-  }
-  return n;
-}
-
-static int cmp_cost(const void *x, const void *y) {
-  const work_item *a = x, *b = y;
-  if (a->cost != b->cost) return a->cost > b->cost ? -1 : 1;
-  if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
-  if (a->head != b->head) return a->head < b->head ? -1 : 1;
-  if (a->j0 != b->j0) return a->j0 < b->j0 ? -1 : 1;
-  return a->split < b->split ? -1 : (a->split > b->split);
-}
-
-static int plan(const rpa_args *a, const rpa_batch_info *info, work_item *items,
-                _Atomic int *pending) {
-  int n = 0, slot = 0;
-  const int bq = block_tokens(info->group);
-  const int64_t kv_bytes =
-      (int64_t)a->num_kv_heads * (a->head_dim + info->head_dim_v) *
-      (int64_t)rpa_dtype_size(a->cache.dtype);
-  for (int32_t i = 0; i < info->num_seqs; i++) {
-    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
-    const int32_t kv_len = a->kv_lens[i];
-    if (q_len == 1) {
-      int64_t lo, hi;
-      visible(a, kv_len - 1, kv_len, &lo, &hi);
-      const int splits = decode_splits(hi - lo);
-      const int64_t chunk = round_up((int)((hi - lo + splits - 1) / splits), TK);
-      int made = 0;
-      for (int s = 0; s < splits; s++) {
-        const int64_t c0 = lo + s * chunk;
-        if (c0 >= hi) break;
-        const int64_t c1 = c0 + chunk < hi ? c0 + chunk : hi;
-        work_item *w = &items[n++];
-        w->seq = i;
-        w->head = -1;
-        w->j0 = 0;
-        w->j1 = 1;
-        w->c0 = (int32_t)c0;
-        w->c1 = (int32_t)c1;
-        w->split = s;
-        w->cost = (c1 - c0) * kv_bytes / 16; /* ~16 B/ns per thread */
-        made++;
-      }
-      for (int k = n - made; k < n; k++) {
-        items[k].slot = made > 1 ? slot : -1;
-        items[k].splits = made;
-      }
-      if (made > 1) atomic_init(&pending[slot++], made);
-    } else {
-      const int64_t prefix = (int64_t)kv_len - q_len;
-      for (int32_t j0 = 0; j0 < q_len; j0 += bq) {
-        const int32_t j1 = j0 + bq < q_len ? j0 + bq : q_len;
-        int64_t lo0, hi0, lo1, hi1;
-        visible(a, prefix + j0, kv_len, &lo0, &hi0);
-        visible(a, prefix + j1 - 1, kv_len, &lo1, &hi1);
-        const int64_t keys = (hi1 - lo0);
-        for (int32_t h = 0; h < a->num_kv_heads; h++) {
-          work_item *w = &items[n++];
-          w->seq = i;
-          w->head = h;
-          w->j0 = j0;
-          w->j1 = j1;
-          w->c0 = (int32_t)lo0;
-          w->c1 = (int32_t)hi1;
-          w->split = 0;
-          w->slot = -1;
-          w->splits = 1;
-          /* ~100 flop/ns per thread */
-          w->cost = 4 * keys * (j1 - j0) * info->group *
-                    (a->head_dim + info->head_dim_v) / 2 / 100;
-        }
-      }
-    }
-  }
-  qsort(items, (size_t)n, sizeof *items, cmp_cost);
-  return n;
-}
-
-/* ---- the pipeline ------------------------------------------------------- */
+/* ---- the cache write and the key rows ----------------------------------- */
 
 /* Copies the new tokens [j0, j1) of sequence seq, KV heads [h0, h1), into
    their cache slots. */
@@ -205,297 +70,306 @@ static void write_new_tokens(const job *jb, int32_t seq, int32_t j0, int32_t j1,
   const rpa_kv_cache *c = &a->cache;
   const int32_t q0 = a->cu_q_lens[seq], q_len = a->cu_q_lens[seq + 1] - q0;
   const int64_t prefix = (int64_t)a->kv_lens[seq] - q_len;
-  const int32_t *pages = a->page_indices + (int64_t)seq * a->pages_per_seq;
   const size_t es = jb->es;
   for (int32_t j = j0; j < j1; j++) {
-    const int64_t pos = prefix + j, t = q0 + j;
-    const int64_t page = pages[pos / c->page_size], slot = pos % c->page_size;
+    const int64_t t = q0 + j;
+    const rpa_slot s = rpa_slot_of(a, seq, prefix + j);
     for (int32_t h = h0; h < h1; h++) {
-      memcpy((char *)c->k + (page * c->k_page_stride + slot * c->k_slot_stride +
-                             h * c->k_head_stride) * es,
+      memcpy((char *)c->k + rpa_k_offset(c, s, h) * (int64_t)es,
              (const char *)a->k.data +
-                 (t * a->k.token_stride + h * a->k.head_stride) * es,
+                 (t * a->k.token_stride + h * a->k.head_stride) * (int64_t)es,
              (size_t)a->head_dim * es);
       if (jb->info->latent) continue;
-      memcpy((char *)c->v + (page * c->v_page_stride + slot * c->v_slot_stride +
-                             h * c->v_head_stride) * es,
+      memcpy((char *)c->v + rpa_v_offset(c, s, h) * (int64_t)es,
              (const char *)a->v.data +
-                 (t * a->v.token_stride + h * a->v.head_stride) * es,
+                 (t * a->v.token_stride + h * a->v.head_stride) * (int64_t)es,
              (size_t)jb->info->head_dim_v * es);
     }
   }
 }
 
-/* Where keys [c, c + n) of sequence seq come from: the cache, or (new tokens
-   with update on) the k/v inputs. Fills per-key base pointers (head 0) and
-   head strides. */
-static void locate_keys(const job *jb, thread_scratch *t, int32_t seq,
-                        int64_t c, int n) {
+/* The item's share of the fused cache write, before any compute: a decode
+   sequence's token is written by its last split (the one that reads it),
+   a prefill item writes its own tokens of its own KV head. */
+static void write_item_tokens(const job *jb, const rpa_work_item *w) {
+  if (!jb->a->update_kv_cache) return;
+  if (w->head < 0) {
+    if (w->c1 == jb->a->kv_lens[w->seq])
+      write_new_tokens(jb, w->seq, w->j0, w->j1, 0, jb->a->num_kv_heads);
+  } else {
+    write_new_tokens(jb, w->seq, w->j0, w->j1, w->head, w->head + 1);
+  }
+}
+
+/* Locates keys [c, c + n) of sequence seq: the cache, or (new tokens with
+   update on) the k/v inputs. */
+static void locate_keys(const job *jb, key_rows *kr, int32_t seq, int64_t c,
+                        int n) {
   const rpa_args *a = jb->a;
   const rpa_kv_cache *kc = &a->cache;
   const int32_t q0 = a->cu_q_lens[seq], q_len = a->cu_q_lens[seq + 1] - q0;
   const int64_t prefix = (int64_t)a->kv_lens[seq] - q_len;
-  const int32_t *pages = a->page_indices + (int64_t)seq * a->pages_per_seq;
-  const size_t es = jb->es;
-  const char *kc_base = kc->k;
-  const char *vc_base = jb->info->latent ? kc->k : kc->v;
-  const int64_t vps = jb->info->latent ? kc->k_page_stride : kc->v_page_stride;
-  const int64_t vss = jb->info->latent ? kc->k_slot_stride : kc->v_slot_stride;
-  const int64_t vhs = jb->info->latent ? kc->k_head_stride : kc->v_head_stride;
+  const int64_t es = (int64_t)jb->es;
+  const int latent = jb->info->latent;
+  const char *vc = latent ? kc->k : kc->v;
+  const int64_t v_hs = latent ? kc->k_head_stride : kc->v_head_stride;
+  kr->n = n;
   for (int i = 0; i < n; i++) {
     const int64_t key = c + i;
     if (a->update_kv_cache && key >= prefix) {
       const int64_t tok = q0 + key - prefix;
-      t->kbase[i] = (const char *)a->k.data + tok * a->k.token_stride * (int64_t)es;
-      t->khs[i] = a->k.head_stride;
-      if (jb->info->latent) {
-        t->vbase[i] = t->kbase[i];
-        t->vhs[i] = t->khs[i];
+      kr->kbase[i] = (const char *)a->k.data + tok * a->k.token_stride * es;
+      kr->khs[i] = a->k.head_stride;
+      if (latent) {
+        kr->vbase[i] = kr->kbase[i];
+        kr->vhs[i] = kr->khs[i];
       } else {
-        t->vbase[i] = (const char *)a->v.data + tok * a->v.token_stride * (int64_t)es;
-        t->vhs[i] = a->v.head_stride;
+        kr->vbase[i] = (const char *)a->v.data + tok * a->v.token_stride * es;
+        kr->vhs[i] = a->v.head_stride;
       }
     } else {
-      const int64_t page = pages[key / kc->page_size], slot = key % kc->page_size;
-      t->kbase[i] = kc_base + (page * kc->k_page_stride + slot * kc->k_slot_stride) * (int64_t)es;
-      t->khs[i] = kc->k_head_stride;
-      t->vbase[i] = vc_base + (page * vps + slot * vss) * (int64_t)es;
-      t->vhs[i] = vhs;
+      const rpa_slot s = rpa_slot_of(a, seq, key);
+      kr->kbase[i] = (const char *)kc->k + rpa_k_offset(kc, s, 0) * es;
+      kr->khs[i] = kc->k_head_stride;
+      kr->vbase[i] = vc + rpa_v_offset(kc, s, 0) * es;
+      kr->vhs[i] = v_hs;
     }
   }
 }
 
-/* Prefetches heads [h0, h1) of the keys located in t (the next tile). */
-static void prefetch_keys(const job *jb, const thread_scratch *t, int n,
-                          int32_t h0, int32_t h1) {
+/* Row pointers of KV head h of the located keys. */
+static void head_rows(const job *jb, const key_rows *kr, int32_t h,
+                      const void **krow, const void **vrow) {
+  const int64_t es = (int64_t)jb->es;
+  for (int i = 0; i < kr->n; i++) {
+    krow[i] = kr->kbase[i] + h * kr->khs[i] * es;
+    vrow[i] = kr->vbase[i] + h * kr->vhs[i] * es;
+  }
+}
+
+/* Prefetches KV head h of the located keys (the next step). */
+static void prefetch_head(const job *jb, const key_rows *kr, int32_t h) {
   const int64_t kb = (int64_t)jb->a->head_dim * (int64_t)jb->es;
-  const int64_t vb = jb->info->latent ? 0 : (int64_t)jb->info->head_dim_v * (int64_t)jb->es;
-  for (int i = 0; i < n; i++)
-    for (int32_t h = h0; h < h1; h++) {
-      const char *k = t->kbase[i] + h * t->khs[i] * (int64_t)jb->es;
-      const char *v = t->vbase[i] + h * t->vhs[i] * (int64_t)jb->es;
-      for (int64_t b = 0; b < kb; b += 64) __builtin_prefetch(k + b, 0, 2);
-      for (int64_t b = 0; b < vb; b += 64) __builtin_prefetch(v + b, 0, 2);
-    }
+  const int64_t vb =
+      jb->info->latent ? 0 : (int64_t)jb->info->head_dim_v * (int64_t)jb->es;
+  const void *krow[MAXK], *vrow[MAXK];
+  head_rows(jb, kr, h, krow, vrow);
+  for (int i = 0; i < kr->n; i++) {
+    for (int64_t b = 0; b < kb; b += 64)
+      __builtin_prefetch((const char *)krow[i] + b, 0, 2);
+    for (int64_t b = 0; b < vb; b += 64)
+      __builtin_prefetch((const char *)vrow[i] + b, 0, 2);
+  }
 }
 
-static void run_item(void *arg, int index, int thread) {
-  const job *jb = arg;
-  const work_item *w = &jb->items[index];
+/* ---- the item's rows ----------------------------------------------------- */
+
+/* Widens the item's query rows once, quantized by q_scale when asked: row
+   (h - h0) * R + (jj - j0) * G + g; zero from D to ld. */
+static void load_query_rows(const job *jb, const rpa_work_item *w,
+                            thread_scratch *t, int32_t h0, int32_t h1) {
   const rpa_args *a = jb->a;
-  const rpa_batch_info *info = jb->info;
-  const rpa_tile_ops *ops = jb->ops;
-  thread_scratch *t = &jb->ts[thread];
-  const int32_t G = info->group, D = a->head_dim, Dv = info->head_dim_v;
-  const int ld = jb->ld, ldv = jb->ldv;
-  const int32_t seq = w->seq;
-  const int32_t q0 = a->cu_q_lens[seq], q_len = a->cu_q_lens[seq + 1] - q0;
-  const int32_t kv_len = a->kv_lens[seq];
-  const int64_t prefix = (int64_t)kv_len - q_len;
-  const int32_t h0 = w->head < 0 ? 0 : w->head;
-  const int32_t h1 = w->head < 0 ? a->num_kv_heads : w->head + 1;
-  const int R = (w->j1 - w->j0) * G; /* rows per KV head */
-  const int rows = R * (h1 - h0);
-  const size_t es = jb->es;
-
-  /* The fused cache update: this item's new tokens, before any compute. */
-  if (a->update_kv_cache) {
-    if (w->head < 0) {
-      if (w->c1 == kv_len) /* the last split holds the new token */
-        write_new_tokens(jb, seq, w->j0, w->j1, h0, h1);
-    } else {
-      write_new_tokens(jb, seq, w->j0, w->j1, h0, h1);
-    }
-  }
-
-  /* Query rows, widened once: row (h - h0) * R + jj * G + g. */
+  const int32_t G = jb->info->group, D = a->head_dim;
+  const int R = (w->j1 - w->j0) * G;
+  const int32_t q0 = a->cu_q_lens[w->seq];
+  const int64_t qes = (int64_t)rpa_dtype_size(a->q.dtype);
   for (int32_t h = h0; h < h1; h++)
     for (int32_t jj = w->j0; jj < w->j1; jj++)
       for (int32_t g = 0; g < G; g++) {
-        float *dst = t->q + (int64_t)((h - h0) * R + (jj - w->j0) * G + g) * ld;
+        float *dst =
+            t->q + (int64_t)((h - h0) * R + (jj - w->j0) * G + g) * jb->ld;
         const int64_t e = (int64_t)(q0 + jj) * a->q.token_stride +
                           (int64_t)(h * G + g) * a->q.head_stride;
-        ops->load_row(dst, (const char *)a->q.data + e * (int64_t)rpa_dtype_size(a->q.dtype),
-                      a->q.dtype, D);
+        jb->k->load_row(dst, (const char *)a->q.data + e * qes, a->q.dtype, D);
         if (a->q_scale > 0.0f)
           for (int32_t d = 0; d < D; d++)
             dst[d] = rpa_quantize_q(dst[d], a->q_scale, a->cache.dtype);
-        for (int d = D; d < ld; d++) dst[d] = 0.0f; /* kernels read whole vectors */
+        for (int d = D; d < jb->ld; d++) dst[d] = 0.0f;
       }
-  /* Decode items take the fused step when the ISA has one: every key of
-     the item's range is visible to its single token, so no mask. */
-  const int fused = w->head < 0 && ops->decode_step != NULL;
-  const int rowwise = w->head >= 0 && ops->prefill_step != NULL;
-  int pairs = 0; /* prefill on vdpbf16ps */
-  if (fused) ops->decode_order(t->q, ld, rows, D, a->cache.dtype, 0);
-  if (rowwise) {
-    pairs = jb->bf16_dot && jb->q_bf16_exact && a->cache.dtype == RPA_BF16 && D % 2 == 0;
-    ops->prefill_begin(t->qt, jb->ldr, t->q, ld, rows, D, jb->kmul, pairs);
-    for (int r = 0; r < rows; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
-  }
+}
+
+static void init_state(const job *jb, thread_scratch *t, int rows) {
   for (int r = 0; r < rows; r++) {
     t->m[r] = -INFINITY;
     t->l[r] = 0.0f;
   }
-  memset(t->o, 0, sizeof(float) * (size_t)rows * ldv);
+  memset(t->o, 0, sizeof(float) * (size_t)rows * jb->ldv);
+}
 
-  /* Keys this item visits: the union of its rows' visible ranges. */
-  int64_t lo = w->c0, hi = w->c1;
+/* ---- decode: all heads of one token, keys [c0, c1) seen by every row ---- */
+
+static void decode_walk(const job *jb, const rpa_work_item *w,
+                        thread_scratch *t, int32_t h0, int32_t h1) {
+  const rpa_args *a = jb->a;
+  const rpa_kernels *k = jb->k;
+  const int R = jb->info->group, step = k->decode_keys;
+  key_rows cur, next;
+  rpa_decode_step_args s;
+  s.ld = jb->ld;
+  s.rows = R;
+  s.kmul = jb->kmul;
+  s.cap = a->soft_cap;
+  s.D = a->head_dim;
+  s.Dv = jb->info->head_dim_v;
+  s.dtype = a->cache.dtype;
+  s.ldo = jb->ldv;
+  s.work = t->work;
+  const void *krow[MAXK], *vrow[MAXK], *kn[MAXK], *vn[MAXK];
+  s.krows = krow;
+  s.vrows = vrow;
+  s.knext = kn;
+  s.vnext = vn;
+  const int64_t lo = w->c0, hi = w->c1;
+  if (lo < hi) locate_keys(jb, &next, w->seq, lo, (int)(hi - lo < step ? hi - lo : step));
+  for (int64_t c = lo; c < hi; c += step) {
+    cur = next;
+    next.n = 0;
+    if (c + step < hi) /* the pipeline: locate the next step's rows */
+      locate_keys(jb, &next, w->seq, c + step,
+                  (int)(hi - c - step < step ? hi - c - step : step));
+    s.n = cur.n;
+    for (int32_t h = h0; h < h1; h++) {
+      const int r0 = (h - h0) * R;
+      head_rows(jb, &cur, h, krow, vrow);
+      /* Prefetch what comes PREFETCH_HEADS head steps later: a later head
+         of this step, or past the last head, a head of the next step;
+         nothing where the hardware streams the slot's rows. */
+      const int32_t ph = h + PREFETCH_HEADS;
+      if (jb->hw_streams) {
+        s.n_next = 0;
+      } else if (ph < h1) {
+        head_rows(jb, &cur, ph, kn, vn);
+        s.n_next = cur.n;
+      } else {
+        head_rows(jb, &next, h0 + (ph - h1) % (h1 - h0), kn, vn);
+        s.n_next = next.n;
+      }
+      s.q = t->q + (int64_t)r0 * jb->ld;
+      s.m = t->m + r0;
+      s.l = t->l + r0;
+      s.o = t->o + (int64_t)r0 * jb->ldv;
+      k->decode_step(&s);
+    }
+  }
+}
+
+/* ---- prefill: one KV head, a block of tokens x the group, masked -------- */
+
+static void prefill_walk(const job *jb, const rpa_work_item *w,
+                         thread_scratch *t) {
+  const rpa_args *a = jb->a;
+  const rpa_kernels *k = jb->k;
+  const int32_t G = jb->info->group;
+  const int R = (w->j1 - w->j0) * G, step = k->prefill_keys;
+  const int32_t q_len = a->cu_q_lens[w->seq + 1] - a->cu_q_lens[w->seq];
+  const int64_t prefix = (int64_t)a->kv_lens[w->seq] - q_len;
+  for (int r = 0; r < R; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
+  rpa_prefill_item it;
+  it.q = t->q;
+  it.ld = jb->ld;
+  it.qs = t->qs;
+  it.ldr = jb->ldr;
+  it.rows = R;
+  it.pos = t->pos;
+  it.D = a->head_dim;
+  it.Dv = jb->info->head_dim_v;
+  it.dtype = a->cache.dtype;
+  it.kmul = jb->kmul;
+  it.cap = a->soft_cap;
+  it.causal = a->causal;
+  it.window = a->sliding_window;
+  it.bf16_ok = jb->bf16_ok;
+  k->prefill_begin(&it);
+
+  const void *krow[MAXK], *vrow[MAXK];
+  rpa_prefill_step_args s;
+  s.item = &it;
+  s.krows = krow;
+  s.vrows = vrow;
+  s.m = t->m;
+  s.l = t->l;
+  s.o = t->o;
+  s.ldo = jb->ldv;
+  s.work = t->work;
+  const int64_t lo = w->c0, hi = w->c1;
   const int64_t pos_first = prefix + w->j0, pos_last = prefix + w->j1 - 1;
   const int window = a->causal && a->sliding_window > 0;
-
-  const void *krow[TK_ROWWISE], *vrow[TK_ROWWISE];
-  int next_n = 0; /* keys of the next tile, located in t */
-  const int step = rowwise || fused ? TK_ROWWISE : TK; /* keys per tile */
-  if (lo < hi) locate_keys(jb, t, seq, lo, (int)(hi - lo < step ? hi - lo : step));
+  key_rows cur, next;
+  if (lo < hi) locate_keys(jb, &next, w->seq, lo, (int)(hi - lo < step ? hi - lo : step));
   for (int64_t c = lo; c < hi; c += step) {
-    const int n = (int)(hi - c < step ? hi - c : step);
-    const char *kb[TK_ROWWISE], *vb[TK_ROWWISE];
-    int64_t khs[TK_ROWWISE], vhs[TK_ROWWISE];
-    memcpy(kb, t->kbase, sizeof kb);
-    memcpy(vb, t->vbase, sizeof vb);
-    memcpy(khs, t->khs, sizeof khs);
-    memcpy(vhs, t->vhs, sizeof vhs);
-    if (c + step < hi) { /* the pipeline: locate and prefetch the next tile */
-      const int nn = (int)(hi - c - step < step ? hi - c - step : step);
-      locate_keys(jb, t, seq, c + step, nn);
-      next_n = nn;
-    } else {
-      next_n = 0;
+    cur = next;
+    next.n = 0;
+    if (c + step < hi) { /* the pipeline: fetch the next step's rows */
+      locate_keys(jb, &next, w->seq, c + step,
+                  (int)(hi - c - step < step ? hi - c - step : step));
+      prefetch_head(jb, &next, w->head);
     }
-    /* Does every row see every key of this tile? */
-    int full = n == step;
+    /* Does every row see every key of this step? */
+    int full = 1;
     if (a->causal) {
-      if (c + n - 1 > pos_first) full = 0;
+      if (c + cur.n - 1 > pos_first) full = 0;
       if (window && pos_last - c >= a->sliding_window) full = 0;
     }
-    for (int32_t h = h0; h < h1; h++) {
-      float *q = t->q + (int64_t)(h - h0) * R * ld;
-      float *o = t->o + (int64_t)(h - h0) * R * ldv;
-      float *m = t->m + (h - h0) * R, *l = t->l + (h - h0) * R;
-      for (int i = 0; i < n; i++) {
-        krow[i] = kb[i] + h * khs[i] * (int64_t)es;
-        vrow[i] = vb[i] + h * vhs[i] * (int64_t)es;
-      }
-      /* The pipeline: this head's rows of the next tile are fetched while
-         this head's current tile computes. */
-      if (rowwise) {
-        prefetch_keys(jb, t, next_n, h, h + 1);
-        ops->prefill_step(t->qt, pairs, jb->kmul, jb->ldr, R, t->pos, c, n,
-                          full, a->causal,
-                          a->sliding_window, a->soft_cap, krow, vrow, D, Dv,
-                          a->cache.dtype, t->kt, ld, t->v, t->st, m, l, o, ldv);
-        continue;
-      }
-      if (fused) {
-        /* Prefetch what comes next: the next head's rows of this tile, or
-           after the last head, the first head's rows of the next tile. */
-        const void *kn[TK_ROWWISE], *vn[TK_ROWWISE];
-        int nn = n;
-        const int32_t ph = h + PREFETCH_HEADS; /* head to prefetch */
-        if (jb->hw_streams) {
-          nn = 0;
-        } else if (ph < h1) {
-          for (int i = 0; i < n; i++) {
-            kn[i] = kb[i] + ph * khs[i] * (int64_t)es;
-            vn[i] = vb[i] + ph * vhs[i] * (int64_t)es;
-          }
-        } else {
-          const int32_t nh = h0 + (ph - h1) % (h1 - h0);
-          nn = next_n;
-          for (int i = 0; i < next_n; i++) {
-            kn[i] = t->kbase[i] + nh * t->khs[i] * (int64_t)es;
-            vn[i] = t->vbase[i] + nh * t->vhs[i] * (int64_t)es;
-          }
-        }
-        ops->decode_step(q, ld, R, jb->kmul, krow, vrow, n, D, Dv, a->cache.dtype,
-                         a->soft_cap, m, l, o, ldv, kn, vn, nn);
-        continue;
-      }
-      prefetch_keys(jb, t, next_n, h, h + 1);
-      ops->load_kt(t->kt, krow, n, D, a->cache.dtype, jb->kmul);
-      ops->qk(t->s, q, ld, t->kt, R, D);
-      if (a->soft_cap > 0.0f) {
-        const float cap = a->soft_cap, inv = 1.0f / a->soft_cap;
-        for (int i = 0; i < R * TK; i++) t->s[i] = cap * tanhf(t->s[i] * inv);
-      }
-      if (!full)
-        for (int r = 0; r < R; r++) {
-          const int64_t pos = prefix + w->j0 + r / G;
-          float *s = t->s + r * TK;
-          for (int i = 0; i < TK; i++) {
-            const int64_t key = c + i;
-            int vis = i < n;
-            if (a->causal) {
-              if (key > pos) vis = 0;
-              if (window && pos - key >= a->sliding_window) vis = 0;
-            }
-            if (!vis) s[i] = -INFINITY;
-          }
-        }
-      /* Online softmax, rescaling a row only when its maximum rises. */
-      for (int r = 0; r < R; r++) {
-        float *s = t->s + r * TK, *p = t->p + r * TK;
-        float mt = s[0];
-        for (int i = 1; i < TK; i++) mt = s[i] > mt ? s[i] : mt;
-        if (mt == -INFINITY) {
-          memset(p, 0, sizeof(float) * TK);
-          continue;
-        }
-        if (mt > m[r]) {
-          if (l[r] != 0.0f) {
-            const float alpha = expf(m[r] - mt);
-            l[r] *= alpha;
-            ops->scale(o + (int64_t)r * ldv, Dv, alpha);
-          }
-          m[r] = mt;
-        }
-        l[r] += ops->exp_row(p, s, m[r]);
-      }
-      ops->load_v(t->v, ldv, vrow, n, Dv, a->cache.dtype, 1.0f);
-      ops->pv(o, ldv, t->p, t->v, ldv, R, Dv);
-    }
+    head_rows(jb, &cur, w->head, krow, vrow);
+    s.c = c;
+    s.n = cur.n;
+    s.full = full;
+    k->prefill_step(&s);
   }
-  if (fused) ops->decode_order(t->o, ldv, rows, Dv, a->cache.dtype, 1);
+}
 
-  /* Split partials: park them; the last split to finish merges in order. */
-  const int32_t Hq = a->num_q_heads;
-  if (w->slot >= 0) {
-    const int64_t stride = 2 + ldv;
-    float *part = jb->partials + ((int64_t)w->slot * MAX_SPLITS + w->split) * Hq * stride;
-    for (int r = 0; r < rows; r++) {
-      part[r * stride] = t->m[r];
-      part[r * stride + 1] = t->l[r];
-      memcpy(part + r * stride + 2, t->o + (int64_t)r * ldv, sizeof(float) * (size_t)Dv);
-    }
-    if (atomic_fetch_sub_explicit(&jb->pending[w->slot], 1, memory_order_acq_rel) != 1)
-      return;
-    /* Last one: merge splits 0, 1, ... into t->m, t->l, t->o. */
-    const float *base = jb->partials + (int64_t)w->slot * MAX_SPLITS * Hq * stride;
-    const int splits = w->splits;
-    for (int r = 0; r < rows; r++) {
-      float mm = -INFINITY;
-      for (int s = 0; s < splits; s++) {
-        const float ms = base[(int64_t)s * Hq * stride + r * stride];
-        mm = ms > mm ? ms : mm;
-      }
-      float ll = 0.0f;
-      float *o = t->o + (int64_t)r * ldv;
-      memset(o, 0, sizeof(float) * (size_t)Dv);
-      for (int s = 0; s < splits; s++) {
-        const float *ps = base + (int64_t)s * Hq * stride + r * stride;
-        if (ps[1] == 0.0f) continue;
-        const float f = expf(ps[0] - mm);
-        ll += ps[1] * f;
-        for (int32_t d = 0; d < Dv; d++) o[d] += ps[2 + d] * f;
-      }
-      t->m[r] = mm;
-      t->l[r] = ll;
-    }
+/* ---- decode splits and the final store ---------------------------------- */
+
+/* Parks this split's (m, l, o); the split that finishes last merges all of
+   them, in split order, into t. Returns 1 if this item is that one. */
+static int merge_splits(const job *jb, const rpa_work_item *w,
+                        thread_scratch *t, int rows) {
+  const int32_t Hq = jb->a->num_q_heads, Dv = jb->info->head_dim_v;
+  const int ldv = jb->ldv;
+  const int64_t stride = 2 + ldv;
+  float *part = jb->partials +
+                ((int64_t)w->slot * RPA_MAX_SPLITS + w->split) * Hq * stride;
+  for (int r = 0; r < rows; r++) {
+    part[r * stride] = t->m[r];
+    part[r * stride + 1] = t->l[r];
+    memcpy(part + r * stride + 2, t->o + (int64_t)r * ldv,
+           sizeof(float) * (size_t)Dv);
   }
+  if (atomic_fetch_sub_explicit(&jb->pending[w->slot], 1,
+                                memory_order_acq_rel) != 1)
+    return 0;
+  const float *base = jb->partials + (int64_t)w->slot * RPA_MAX_SPLITS * Hq * stride;
+  for (int r = 0; r < rows; r++) {
+    float mm = -INFINITY;
+    for (int s = 0; s < w->splits; s++) {
+      const float ms = base[(int64_t)s * Hq * stride + r * stride];
+      mm = ms > mm ? ms : mm;
+    }
+    float ll = 0.0f;
+    float *o = t->o + (int64_t)r * ldv;
+    memset(o, 0, sizeof(float) * (size_t)Dv);
+    for (int s = 0; s < w->splits; s++) {
+      const float *ps = base + (int64_t)s * Hq * stride + r * stride;
+      if (ps[1] == 0.0f) continue;
+      const float f = expf(ps[0] - mm);
+      ll += ps[1] * f;
+      for (int32_t d = 0; d < Dv; d++) o[d] += ps[2 + d] * f;
+    }
+    t->m[r] = mm;
+    t->l[r] = ll;
+  }
+  return 1;
+}
 
-  /* Finalize: the sink joins the denominator; normalize; store. */
-  const size_t os = rpa_dtype_size(a->out.dtype);
+/* The sink joins the denominator; rows are normalised, scaled by v_scale
+   and stored, with their log-sum-exp when asked. */
+static void store_rows(const job *jb, const rpa_work_item *w,
+                       thread_scratch *t, int32_t h0, int32_t h1) {
+  const rpa_args *a = jb->a;
+  const int32_t G = jb->info->group;
+  const int R = (w->j1 - w->j0) * G;
+  const int32_t q0 = a->cu_q_lens[w->seq];
+  const int64_t os = (int64_t)rpa_dtype_size(a->out.dtype);
   for (int32_t h = h0; h < h1; h++)
     for (int32_t jj = w->j0; jj < w->j1; jj++)
       for (int32_t g = 0; g < G; g++) {
@@ -511,21 +385,44 @@ static void run_item(void *arg, int index, int thread) {
         }
         const int64_t e = (int64_t)(q0 + jj) * a->out.token_stride +
                           (int64_t)n * a->out.head_stride;
-        ops->store_row((char *)a->out.data + e * (int64_t)os, a->out.dtype,
-                       t->o + (int64_t)r * ldv, Dv, alpha / ll * a->v_scale);
+        jb->k->store_row((char *)a->out.data + e * os, a->out.dtype,
+                         t->o + (int64_t)r * jb->ldv, jb->info->head_dim_v,
+                         alpha / ll * a->v_scale);
         if (a->lse)
           a->lse[(int64_t)(q0 + jj) * a->lse_token_stride +
                  (int64_t)n * a->lse_head_stride] = mm + logf(ll);
       }
 }
 
+static void run_item(void *arg, int index, int thread) {
+  const job *jb = arg;
+  const rpa_work_item *w = &jb->items[index];
+  thread_scratch *t = &jb->ts[thread];
+  const int decode = w->head < 0;
+  const int32_t h0 = decode ? 0 : w->head;
+  const int32_t h1 = decode ? jb->a->num_kv_heads : w->head + 1;
+  const int rows = (w->j1 - w->j0) * jb->info->group * (h1 - h0);
+  write_item_tokens(jb, w);
+  load_query_rows(jb, w, t, h0, h1);
+  init_state(jb, t, rows);
+  if (decode) {
+    jb->k->decode_begin(t->q, jb->ld, rows, jb->a->head_dim, jb->a->cache.dtype);
+    decode_walk(jb, w, t, h0, h1);
+    jb->k->decode_end(t->o, jb->ldv, rows, jb->info->head_dim_v, jb->a->cache.dtype);
+  } else {
+    prefill_walk(jb, w, t);
+  }
+  if (w->slot >= 0 && !merge_splits(jb, w, t, rows)) return;
+  store_rows(jb, w, t, h0, h1);
+}
+
 /* ---- entry -------------------------------------------------------------- */
 
 rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
                                 const rpa_batch_info *info) {
-  const rpa_tile_ops *ops = ctx->kernels->ops;
+  const rpa_kernels *k = ctx->backend->kernels;
   int64_t slots;
-  const int64_t max_items = count_items(a, info, &slots);
+  const int64_t max_items = rpa_plan_bound(a, info, &slots);
   if (max_items > INT32_MAX)
     return rpa_fail(ctx, RPA_OVERFLOW,
                     "num_tokens: %lld work items, more than one call can plan",
@@ -534,20 +431,25 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   job jb;
   jb.a = a;
   jb.info = info;
-  jb.ops = ops;
+  jb.k = k;
   jb.ld = round_up(a->head_dim, 16);
   jb.ldv = round_up(info->head_dim_v, 16);
   jb.es = rpa_dtype_size(a->cache.dtype);
-  const int bq = block_tokens(info->group);
+  const int bq = rpa_block_tokens(info->group);
   int rows_max = a->num_q_heads;
   if (info->max_q_len > 1) {
     const int pr = (info->max_q_len < bq ? info->max_q_len : bq) * info->group;
     if (pr > rows_max) rows_max = pr;
   }
-  jb.rows_max = rows_max;
+  jb.ldr = round_up(rows_max, 16);
   const float qs = a->q_scale > 0.0f ? a->q_scale : 1.0f;
   jb.kmul = a->sm_scale * a->k_scale * qs;
-  jb.bf16_dot = ctx->bf16_dot;
+  /* The bf16 dot product is exact on q x K when q holds bf16 values: a
+     bf16 q, or q quantized to an fp8 or bf16 cache dtype. */
+  const int q_bf16_exact = a->q_scale > 0.0f
+                               ? a->cache.dtype != RPA_F32 && a->cache.dtype != RPA_F16
+                               : a->q.dtype == RPA_BF16;
+  jb.bf16_ok = ctx->bf16_dot && q_bf16_exact;
   /* A slot whose heads' K rows lie side by side over 2 KiB or more, in rows
      of 256 bytes or more, is read as long runs the hardware prefetcher
      streams; software prefetches of the next tile then only compete with it
@@ -559,19 +461,16 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     jb.hw_streams = (int64_t)a->head_dim * (int64_t)jb.es >= 256 && hs < ss &&
                     a->num_kv_heads * hs * (int64_t)jb.es >= 2048;
   }
-  jb.q_bf16_exact = a->q_scale > 0.0f
-                        ? a->cache.dtype != RPA_F32 && a->cache.dtype != RPA_F16
-                        : a->q.dtype == RPA_BF16;
 
-  /* Scratch: plan + split partials + per-thread tiles, one block. */
-  jb.ldr = round_up(rows_max, 16);
-  const size_t per_thread = align64(
-      sizeof(float) * ((size_t)rows_max * (jb.ld + 2 * TK + jb.ldv + 3) +
-                       (size_t)jb.ld * TK_ROWWISE + (size_t)TK_ROWWISE * jb.ldv +
-                       (size_t)jb.ld * jb.ldr + (size_t)TK_ROWWISE * jb.ldr) +
-      64 * 5);
-  const size_t plan_bytes = align64(sizeof(work_item) * (size_t)max_items);
-  const size_t part_bytes = align64(sizeof(float) * (size_t)slots * MAX_SPLITS *
+  /* Scratch: plan + split partials + per-thread rows and workspace, one
+     block. */
+  const size_t rows_floats = (size_t)rows_max * (jb.ld + jb.ldv + 3);
+  const size_t per_thread =
+      align64(sizeof(float) * rows_floats) +
+      align64(sizeof(float) * rpa_kernel_staging_floats(jb.ld, jb.ldr)) +
+      align64(sizeof(float) * rpa_kernel_workspace_floats(jb.ld, jb.ldv, jb.ldr));
+  const size_t plan_bytes = align64(sizeof(rpa_work_item) * (size_t)max_items);
+  const size_t part_bytes = align64(sizeof(float) * (size_t)slots * RPA_MAX_SPLITS *
                                     a->num_q_heads * (2 + jb.ldv));
   const size_t pend_bytes = align64(sizeof(_Atomic int) * (size_t)(slots + 1));
   const size_t ts_bytes = align64(sizeof(thread_scratch) * (size_t)threads);
@@ -579,38 +478,31 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
                        per_thread * (size_t)threads;
   char *mem = rpa_scratch(ctx, total);
   if (!mem) return rpa_fail(ctx, RPA_OUT_OF_MEMORY, "scratch: %zu bytes", total);
-  jb.items = (work_item *)mem;
+  jb.items = (rpa_work_item *)mem;
   jb.partials = (float *)(mem + plan_bytes);
   jb.pending = (_Atomic int *)(mem + plan_bytes + part_bytes);
   jb.ts = (thread_scratch *)(mem + plan_bytes + part_bytes + pend_bytes);
   char *tmem = mem + plan_bytes + part_bytes + pend_bytes + ts_bytes;
   for (int i = 0; i < threads; i++) {
-    float *f = (float *)(tmem + per_thread * (size_t)i);
+    char *p = tmem + per_thread * (size_t)i;
     thread_scratch *t = &jb.ts[i];
+    float *f = (float *)p;
     t->q = f;
     f += (size_t)rows_max * jb.ld;
     t->o = f;
     f += (size_t)rows_max * jb.ldv;
-    t->kt = f;
-    f += (size_t)jb.ld * TK_ROWWISE; /* kt [D][16], or prefill's K tile [32][ld] */
-    t->v = f;
-    f += (size_t)TK_ROWWISE * jb.ldv;
-    t->s = f;
-    f += (size_t)rows_max * TK;
-    t->p = f;
-    f += (size_t)rows_max * TK;
     t->m = f;
     f += rows_max;
     t->l = f;
     f += rows_max;
-    t->qt = f;
-    f += (size_t)jb.ld * jb.ldr;
-    t->st = f;
-    f += (size_t)TK_ROWWISE * jb.ldr;
     t->pos = (int32_t *)f;
+    p += align64(sizeof(float) * rows_floats);
+    t->qs = (float *)p;
+    p += align64(sizeof(float) * rpa_kernel_staging_floats(jb.ld, jb.ldr));
+    t->work = (float *)p;
   }
 
-  const int n = plan(a, info, jb.items, jb.pending);
+  const int n = rpa_plan(a, info, k->decode_keys, jb.items, jb.pending);
   int64_t cost = 0;
   for (int i = 0; i < n; i++) cost += jb.items[i].cost;
   /* Tiny calls stay on the caller's thread: waking workers costs more. */

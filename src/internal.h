@@ -1,4 +1,5 @@
-/* Internal declarations shared by the api, the planner and the kernels. */
+/* Internal declarations shared by the api, the context, validation, the
+   engine and the reference. */
 #ifndef RPA_INTERNAL_H
 #define RPA_INTERNAL_H
 
@@ -34,35 +35,63 @@ typedef struct rpa_batch_info {
   int64_t total_kv;      /* sum of kv_lens */
 } rpa_batch_info;
 
+/* Where logical position pos of sequence seq lives in the paged cache. */
+typedef struct rpa_slot {
+  int64_t page, slot;
+} rpa_slot;
+
+static inline rpa_slot rpa_slot_of(const rpa_args *a, int32_t seq,
+                                   int64_t pos) {
+  const int32_t ps = a->cache.page_size;
+  rpa_slot s;
+  s.page = a->page_indices[(int64_t)seq * a->pages_per_seq + pos / ps];
+  s.slot = pos % ps;
+  return s;
+}
+
+/* Element offsets of the K row and the V row of KV head h at slot s (a
+   latent cache, v == NULL, reads V from K's rows). */
+static inline int64_t rpa_k_offset(const rpa_kv_cache *c, rpa_slot s,
+                                   int64_t h) {
+  return s.page * c->k_page_stride + s.slot * c->k_slot_stride +
+         h * c->k_head_stride;
+}
+static inline int64_t rpa_v_offset(const rpa_kv_cache *c, rpa_slot s,
+                                   int64_t h) {
+  if (!c->v) return rpa_k_offset(c, s, h);
+  return s.page * c->v_page_stride + s.slot * c->v_slot_stride +
+         h * c->v_head_stride;
+}
+
 typedef struct rpa_context rpa_context;
+struct rpa_kernels;
 
-/* One kernel set. attention() runs on validated arguments and must write
-   the cache (when asked) and out; it may use ctx's scratch. */
-typedef struct rpa_tile_ops rpa_tile_ops;
-
-typedef struct rpa_kernel_set {
+/* A backend of the registry (registry.c): the reference, or the engine
+   driving one kernel set. attention() runs on validated arguments and must
+   write the cache (when asked) and out; it may use ctx's scratch. */
+typedef struct rpa_backend {
   const char *name;
-  /* 1 if this CPU (and OS) can run it */
-  int (*runs_here)(void);
+  int (*runs_here)(void); /* 1 if this CPU (and OS) can run it */
   rpa_status (*attention)(rpa_context *ctx, const rpa_args *args,
                           const rpa_batch_info *info);
-  const rpa_tile_ops *ops; /* micro-kernels of a tiled set, else NULL */
-} rpa_kernel_set;
+  const struct rpa_kernels *kernels; /* the engine's set; ref: none */
+} rpa_backend;
 
 struct rpa_pool;
 
 struct rpa_context {
   int num_threads;
-  struct rpa_pool *pool;
+  struct rpa_pool *pool; /* engine backends only */
   int log;
-  const rpa_kernel_set *kernels;
-  int bf16_dot; /* prefill bf16 x bf16 on vdpbf16ps (else widened, FMAs) */
+  const rpa_backend *backend;
+  int bf16_dot; /* prefill bf16 x bf16 on the bf16 dot product */
   void *scratch;
   size_t scratch_bytes;
   char error[RPA_ERROR_CAP];
 };
 
-/* Records a formatted message in ctx->error and returns status. */
+/* Records a formatted message in ctx->error and returns status
+   (context.c). */
 rpa_status rpa_fail(rpa_context *ctx, rpa_status status, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
@@ -72,21 +101,22 @@ rpa_status rpa_fail(rpa_context *ctx, rpa_status status, const char *fmt, ...)
 /* Scratch of at least bytes, 64-byte aligned, owned by ctx. NULL on OOM. */
 void *rpa_scratch(rpa_context *ctx, size_t bytes);
 
-/* Full validation of args; fills info on success. */
+/* Full validation of args; fills info on success (validate.c). */
 rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *args,
                              rpa_batch_info *info);
 
-/* Kernel sets, reference first. */
-extern const rpa_kernel_set rpa_kernels_ref;
-extern const rpa_kernel_set rpa_kernels_scalar;
-extern const rpa_kernel_set rpa_kernels_avx2;
-extern const rpa_kernel_set rpa_kernels_avx512;
+/* The registry (registry.c): backends by name, reference first; the last
+   one this CPU runs is the best. */
+int rpa_backend_count(void);
+const rpa_backend *rpa_backend_at(int index);
+const rpa_backend *rpa_backend_find(const char *name);
+const rpa_backend *rpa_backend_best(void);
 
-/* The tiled engine (engine.c), driven by ctx->kernels->ops. */
+/* The tiled engine (engine.c), driven by ctx->backend->kernels. */
 rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *args,
                                 const rpa_batch_info *info);
 
-/* The reference attention: the definition in code. */
+/* The reference attention: the definition in code (ref/attention_ref.c). */
 rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *args,
                              const rpa_batch_info *info);
 

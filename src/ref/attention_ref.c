@@ -14,15 +14,9 @@ static int64_t tensor_index(const rpa_tensor *x, int64_t t, int64_t h) {
    (which = 0) or V (which = 1). */
 static int64_t cache_index(const rpa_args *a, int32_t seq, int64_t c,
                            int64_t h, int which) {
-  const rpa_kv_cache *kc = &a->cache;
-  const int32_t page =
-      a->page_indices[(int64_t)seq * a->pages_per_seq + c / kc->page_size];
-  const int64_t slot = c % kc->page_size;
-  if (which == 0 || a->cache.v == NULL)
-    return page * kc->k_page_stride + slot * kc->k_slot_stride +
-           h * kc->k_head_stride;
-  return page * kc->v_page_stride + slot * kc->v_slot_stride +
-         h * kc->v_head_stride;
+  const rpa_slot s = rpa_slot_of(a, seq, c);
+  return which == 0 ? rpa_k_offset(&a->cache, s, h)
+                    : rpa_v_offset(&a->cache, s, h);
 }
 
 /* Fused cache update, defined as a plain copy: new token j of sequence i
@@ -128,7 +122,3 @@ rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *a,
   }
   return RPA_OK;
 }
-
-static int always(void) { return 1; }
-
-const rpa_kernel_set rpa_kernels_ref = {"ref", always, rpa_ref_attention, NULL};

@@ -1,6 +1,8 @@
-/* Inline element conversions for kernels (the same results as dtype.c). */
-#ifndef RPA_KERNELS_CONVERT_H
-#define RPA_KERNELS_CONVERT_H
+/* Widening of every dtype to float32: the one scalar definition, inline so
+   that portable kernels vectorise it. dtype.c's public conversions and the
+   reference backend call these; SIMD kernels are tested against them. */
+#ifndef RPA_CONVERT_H
+#define RPA_CONVERT_H
 
 #include <stdint.h>
 #include <string.h>

@@ -1,0 +1,320 @@
+/* The avx512 decode step (kernels.h: decode_begin, decode_step, decode_end).
+
+   Memory-bound: each K/V row is read once from wherever it lives, widened in
+   registers and used by every query row of the GQA group. Per key, the rows'
+   partial dot products stay as 16-lane vectors; the 16 keys' vectors of a
+   row are then summed in one transpose-reduce tree, so there is no
+   horizontal sum per key.
+
+   Widening costs as little as the dtype allows because decode items work in
+   a "blocked" dimension order: a bf16 row is used as the [even | odd] dims
+   of each 32-dim block (one shift, one AND for 32 values), an fp8 row as
+   [dims j mod 4, j = 0..3] of each 64-dim block (two table lookups, then a
+   byte gather per 16 values). Dims past the last whole block, and f32 / f16
+   rows, keep their order. q is put in this order before an item's first
+   tile and o back after its last (decode_order); a dot product does not
+   care, and p V only permutes o. */
+#include "math_avx512.h"
+
+/* Byte indices into (lo, hi) that build the f32 bits of values j, j+4,
+   j+8, ... of a 64-value block: bytes 2 and 3 of each lane (bytes 0 and 1
+   are zeroed by the mask; an fp8 value has no more mantissa than bf16). */
+#define G4(i, j) 0, 0, (uint8_t)(4 * (i) + (j)), (uint8_t)(64 + 4 * (i) + (j))
+#define G16(j) G4(0, j), G4(1, j), G4(2, j), G4(3, j), G4(4, j), G4(5, j), \
+    G4(6, j), G4(7, j), G4(8, j), G4(9, j), G4(10, j), G4(11, j), G4(12, j), \
+    G4(13, j), G4(14, j), G4(15, j)
+static const uint8_t fp8_gather[4][64] __attribute__((aligned(64))) = {
+    {G16(0)}, {G16(1)}, {G16(2)}, {G16(3)}};
+#undef G16
+#undef G4
+
+/* Dims per block and 16-lane vectors per block (1: natural order). */
+static ALWAYS_INLINE int block_vecs(rpa_dtype dt) {
+  return dt == RPA_BF16 ? 2 : is_fp8(dt) ? 4 : 1;
+}
+
+/* The block of row at dim d (d a multiple of 16 * block_vecs, whole). */
+static ALWAYS_INLINE void widen_block(const void *row, int d, rpa_dtype dt,
+                                      const fp8_lut *lut, __m512 *out) {
+  if (dt == RPA_BF16) {
+    const __m512i w = _mm512_loadu_si512((const uint16_t *)row + d);
+    out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    out[1] = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
+  } else if (is_fp8(dt)) {
+    __m512i lo, hi;
+    fp8_to_bf16_bytes(_mm512_loadu_si512((const uint8_t *)row + d), lut, &lo, &hi);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+      out[j] = _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(
+          (__mmask64)0xccccccccccccccccull, lo, _mm512_load_si512(fp8_gather[j]), hi));
+  } else {
+    out[0] = widen_full(advance(row, dt, d), dt);
+  }
+}
+
+/* Rows of x between natural and blocked order (back: blocked -> natural):
+   blocked element 16 v + lane of a block is natural element vb * lane + v. */
+static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
+                         int back) {
+  const int vb = block_vecs(dt), bd = 16 * vb, sh = vb == 2 ? 1 : 2;
+  if (vb == 1) return;
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  __m512i idx[4];
+  for (int v = 0; v < vb; v++) {
+    const __m512i i = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * v));
+    idx[v] = back /* natural i sits at (i % vb) * 16 + i / vb */
+                 ? _mm512_add_epi32(_mm512_slli_epi32(_mm512_and_si512(i, _mm512_set1_epi32(vb - 1)), 4),
+                                    _mm512_srli_epi32(i, sh))
+                 : _mm512_add_epi32(_mm512_slli_epi32(lane, sh), _mm512_set1_epi32(v));
+  }
+  /* permutes, not gathers: gathers are microcoded on CPUs with the GDS
+     mitigation, and this runs on every decode call */
+  __mmask16 hi[4];
+  for (int v = 0; v < vb; v++)
+    hi[v] = _mm512_cmpge_epi32_mask(idx[v], _mm512_set1_epi32(32));
+  for (int r = 0; r < rows; r++)
+    for (int d0 = 0; d0 + bd <= n; d0 += bd) {
+      float *blk = x + (int64_t)r * ld + d0;
+      const __m512 a = _mm512_loadu_ps(blk), b = _mm512_loadu_ps(blk + 16);
+      if (vb == 2) {
+        const __m512 o0 = _mm512_permutex2var_ps(a, idx[0], b);
+        const __m512 o1 = _mm512_permutex2var_ps(a, idx[1], b);
+        _mm512_storeu_ps(blk, o0);
+        _mm512_storeu_ps(blk + 16, o1);
+      } else {
+        const __m512 c = _mm512_loadu_ps(blk + 32), e = _mm512_loadu_ps(blk + 48);
+        __m512 o[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+          o[v] = _mm512_mask_mov_ps(_mm512_permutex2var_ps(a, idx[v], b), hi[v],
+                                    _mm512_permutex2var_ps(c, idx[v], e));
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm512_storeu_ps(blk + 16 * v, o[v]);
+      }
+    }
+}
+
+/* Prefetches row i of a tile into L2: `bytes` from each pointer. */
+static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
+                                       int bytes, const int hint) {
+  if (i >= n) return;
+  const char *p = rows[i];
+  for (int b = 0; b < bytes; b += 64)
+    if (hint == _MM_HINT_T0)
+      _mm_prefetch(p + b, _MM_HINT_T0);
+    else
+      _mm_prefetch(p + b, _MM_HINT_T1);
+}
+
+/* Logit partials: part[r * 32 + c0 + j] = 16-lane partial dot products of
+   q row r (blocked order, zero past D) with key c0 + j, for j < KB (keys at
+   or past n give 0). */
+static ALWAYS_INLINE void decode_qk(const float *q, int ld,
+                                    const void *const *krows, int c0, int n,
+                                    int D, rpa_dtype dt, const fp8_lut *lut,
+                                    const int NR, const int KB, __m512 *part) {
+  const int vb = block_vecs(dt), bd = 16 * vb;
+  const int dfull = D / bd * bd;
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
+  const int nk = n - c0 < KB ? n - c0 : KB;
+  /* acc[r][j] += q[r] . K[c0 + j] over the whole block at d */
+#define QK_KEY(j, d)                                                          \
+  do {                                                                        \
+    __m512 kv[4];                                                             \
+    widen_block(krows[c0 + (j)], (d), dt, lut, kv);                           \
+    _Pragma("GCC unroll 8") for (int r = 0; r < NR; r++)                      \
+    _Pragma("GCC unroll 4") for (int v = 0; v < vb; v++)                      \
+      acc[r * KB + (j)] = _mm512_fmadd_ps(                                    \
+          _mm512_loadu_ps(q + (int64_t)r * ld + (d) + 16 * v), kv[v],         \
+          acc[r * KB + (j)]);                                                 \
+  } while (0)
+  for (int d = 0; d < dfull; d += bd) {
+    if (nk == KB) { /* the common case: every key of the block is real */
+#pragma GCC unroll 16
+      for (int j = 0; j < KB; j++) QK_KEY(j, d);
+    } else {
+      for (int j = 0; j < nk; j++) QK_KEY(j, d);
+    }
+  }
+#undef QK_KEY
+  for (int d = dfull; d < D; d += 16) /* the tail, natural order */
+    for (int j = 0; j < nk; j++) {
+      const __m512 kv = widen16(advance(krows[c0 + j], dt, d), dt, D - d);
+      for (int r = 0; r < NR; r++)
+        acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d), kv,
+                                          acc[r * KB + j]);
+    }
+#pragma GCC unroll 8
+  for (int r = 0; r < NR; r++)
+#pragma GCC unroll 16
+    for (int j = 0; j < KB; j++) part[r * 32 + c0 + j] = acc[r * KB + j];
+}
+
+/* o[RG rows][NV vectors from d] += p[r][c] v_c for c < n; the vectors are
+   whole blocks from d (tail = 0) or one natural vector (tail = 1). */
+static ALWAYS_INLINE void decode_pv_run(float *o, int ldo, const float *p,
+                                        const void *const *vrows, int n, int d,
+                                        int Dv, rpa_dtype dt, const fp8_lut *lut,
+                                        const int RG, const int NV, int tail) {
+  const int vb = tail ? 1 : block_vecs(dt);
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
+  for (int c = 0; c < n; c++) {
+    __m512 vv[4];
+    if (tail)
+      vv[0] = widen16(advance(vrows[c], dt, d), dt, Dv - d);
+    else
+#pragma GCC unroll 4
+      for (int b = 0; b < NV; b += vb) widen_block(vrows[c], d + 16 * b, dt, lut, vv + b);
+#pragma GCC unroll 4
+    for (int r = 0; r < RG; r++) {
+      const __m512 pb = _mm512_set1_ps(p[r * 32 + c]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(pb, vv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
+}
+
+/* o[RG rows] += P V over all of Dv: 64 dims at a time, then what is left. */
+static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
+                                    const void *const *vrows, int n, int Dv,
+                                    rpa_dtype dt, const fp8_lut *lut,
+                                    const int RG) {
+  const int vb = block_vecs(dt), bd = 16 * vb;
+  const int dfull = Dv / bd * bd;
+  int d = 0;
+  for (; d + 64 <= dfull; d += 64) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 4, 0);
+  if (vb <= 2) /* whole blocks of 16 or 32 dims left */
+    for (; d < dfull; d += bd) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, vb, 0);
+  for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
+}
+
+/* One tile of n <= 32 keys for NR <= 4 query rows; p and part hold 32
+   keys per row. */
+static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
+                                      const int NR, const void *const *krows,
+                                      const void *const *vrows, int n, int D,
+                                      int Dv, rpa_dtype dt, float cap, float *m,
+                                      float *l, float *o, int ldo,
+                                      const void *const *knext,
+                                      const void *const *vnext, int n_next) {
+  __attribute__((aligned(64))) __m512 part[4 * 32];
+  __attribute__((aligned(64))) float p[4 * 32];
+  const int es = (int)rpa_dtype_size(dt);
+  fp8_lut lut;
+  if (is_fp8(dt)) lut = fp8_lut_load(dt);
+  const int KB = 16 / NR; /* keys per QK block: NR x KB accumulators */
+  const int halves = n > 16 ? 2 : 1;
+  for (int c0 = 0; c0 < 16 * halves; c0 += KB) {
+#pragma GCC unroll 16
+    for (int j = 0; j < KB; j++) {
+      const int c = c0 + j;
+      /* the next tile: the first line of each row; the hardware's
+         adjacent-line and stream prefetchers fetch the rest, and fewer
+         software prefetches leave fill buffers to demand misses (measured:
+         GQA-4 decode over 2 KV heads, 48% of the read bandwidth against 43%
+         when every line is prefetched) */
+      prefetch_row(knext, c, n_next, 64, _MM_HINT_T1);
+      prefetch_row(vnext, c, n_next, 64, _MM_HINT_T1);
+      /* this tile's rows a block ahead (K) or now (V) into L1 */
+      prefetch_row(krows, c + KB, n, D * es, _MM_HINT_T0);
+      prefetch_row(vrows, c, n, Dv * es, _MM_HINT_T0);
+    }
+    decode_qk(q, ld, krows, c0, n, D, dt, &lut, NR, KB, part);
+  }
+  const int n1 = n - 16; /* keys in the second half */
+  const __mmask16 valid0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+  const __mmask16 valid1 = n1 >= 16 ? (__mmask16)0xffff
+                           : n1 <= 0 ? (__mmask16)0 : (__mmask16)((1u << n1) - 1);
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  for (int r = 0; r < NR; r++) {
+    __m512 s[2];
+    for (int h = 0; h < halves; h++) {
+      s[h] = _mm512_mul_ps(reduce16(part + r * 32 + 16 * h), _mm512_set1_ps(kmul));
+      if (cap > 0.0f)
+        s[h] = _mm512_mul_ps(_mm512_set1_ps(cap),
+                             tanh16(_mm512_mul_ps(s[h], _mm512_set1_ps(1.0f / cap))));
+    }
+    s[0] = _mm512_mask_mov_ps(neg_inf, valid0, s[0]);
+    s[1] = halves == 2 ? _mm512_mask_mov_ps(neg_inf, valid1, s[1]) : neg_inf;
+    const float mt = _mm512_reduce_max_ps(_mm512_max_ps(s[0], s[1]));
+    if (mt > m[r]) {
+      if (l[r] != 0.0f) {
+        const float alpha = expf(m[r] - mt);
+        l[r] *= alpha;
+        scale_row(o + (int64_t)r * ldo, Dv, alpha);
+      }
+      m[r] = mt;
+    }
+    const __m512 mr = _mm512_set1_ps(m[r]);
+    const __m512 e0 = exp_neg16(_mm512_sub_ps(s[0], mr));
+    _mm512_store_ps(p + r * 32, e0);
+    __m512 sum = e0;
+    if (halves == 2) {
+      const __m512 e1 = exp_neg16(_mm512_sub_ps(s[1], mr));
+      _mm512_store_ps(p + r * 32 + 16, e1);
+      sum = _mm512_add_ps(sum, e1);
+    }
+    l[r] += _mm512_reduce_add_ps(sum);
+  }
+  const int RG = NR < 4 ? NR : 4;
+  for (int g = 0; g < NR; g += RG)
+    decode_pv(o + (int64_t)g * ldo, ldo, p + g * 32, vrows, n, Dv, dt, &lut, RG);
+}
+
+static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
+                                         float kmul, const void *const *krows,
+                                         const void *const *vrows, int n, int D,
+                                         int Dv, rpa_dtype dt, float cap,
+                                         float *m, float *l, float *o, int ldo,
+                                         const void *const *knext,
+                                         const void *const *vnext, int n_next) {
+  int r = 0; /* the first row group prefetches the next tile */
+#define ROWS(NR)                                                              \
+  for (; r + NR <= rows; r += NR, n_next = 0)                                 \
+    decode_rows(q + (int64_t)r * ld, ld, kmul, NR, krows, vrows, n, D, Dv,    \
+                dt, cap, m + r, l + r, o + (int64_t)r * ldo, ldo, knext,      \
+                vnext, n_next);
+
+  ROWS(4)
+  ROWS(2)
+  ROWS(1)
+#undef ROWS
+}
+
+void rpa_decode_step__avx512(const rpa_decode_step_args *a);
+void rpa_decode_step__avx512(const rpa_decode_step_args *a) {
+  switch (a->dtype) { /* one specialised copy per dtype */
+#define CASE(T)                                                               \
+  case T:                                                                     \
+    decode_step_dt(a->q, a->ld, a->rows, a->kmul, a->krows, a->vrows, a->n,   \
+                   a->D, a->Dv, T, a->cap, a->m, a->l, a->o, a->ldo,          \
+                   a->knext, a->vnext, a->n_next);                            \
+    break;
+    CASE(RPA_F32)
+    CASE(RPA_BF16)
+    CASE(RPA_F16)
+    CASE(RPA_FP8_E4M3)
+    CASE(RPA_FP8_E5M2)
+#undef CASE
+  }
+}
+
+void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt);
+void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt) {
+  decode_order(q, ld, rows, D, dt, 0);
+}
+
+void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
+void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt) {
+  decode_order(o, ldo, rows, Dv, dt, 1);
+}

@@ -1,0 +1,140 @@
+/* The kernel interface: what a kernel set gives the engine.
+
+   The engine (src/engine.c) cuts every work item into steps over a few keys
+   cut straight from the pages, and calls the set's kernels for the
+   arithmetic. A work item is either
+   - a decode item: one token, all query heads of its KV heads, a range of
+     keys every row sees (no mask), or
+   - a prefill item: one KV head, a block of query tokens x the GQA group,
+     keys under a causal / sliding-window mask.
+   Both kinds keep an online softmax per query row: running max m, running
+   sum l and the unnormalised output o (f32, row stride ldo), which the
+   engine initialises (m = -inf, l = 0, o = 0), merges across decode splits
+   and normalises at the end.
+
+   Rows. The engine hands each item's query rows as f32 rows q [rows][ld]
+   (widened, and quantized by q_scale when asked), zero from D to ld; ld and
+   ldo are multiples of 16. A row is (token jj, head g of the group):
+   r = jj * G + g within one KV head.
+
+   Keys. A step gets its keys as row pointers krows[i] / vrows[i] (i < n):
+   the K and V rows of the step's KV head, wherever they live (a cache slot,
+   or the k/v input for a new token). Rows are dense in the cache dtype.
+   n <= the set's keys per step, and the engine calls with fewer only for a
+   range's last step.
+
+   Staging. A set may keep an item's query rows in an order or layout of
+   its own (decode: q and o permuted into a "blocked" dim order; prefill: q
+   transposed, or as bf16 pairs): decode_begin / prefill_begin stage them
+   once per item, decode_end puts o back into natural order. Where a set has
+   no such layout these are plain copies or nothing.
+
+   Scratch. Each thread owns a workspace of rpa_kernel_workspace_floats()
+   floats, 64-byte aligned, that a step may use as it likes (a K tile
+   transposed, widened V rows, logits); nothing in it lives across steps.
+
+   Every entry of every set is a function: a set fills each one, with
+   portable C (src/kernels/scalar/) where it has nothing faster. */
+#ifndef RPA_KERNELS_KERNELS_H
+#define RPA_KERNELS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpa.h"
+
+/* The most keys any set takes per step: sizes per-step arrays. */
+#define RPA_MAX_STEP_KEYS 32
+
+/* One decode step: rows query rows against n keys that every row sees. */
+typedef struct rpa_decode_step_args {
+  const float *q; /* [rows][ld], staged by decode_begin */
+  int ld;
+  int rows;
+  float kmul;     /* logit scale: sm_scale * k_scale * q_scale */
+  float cap;      /* soft cap, 0: none */
+  const void *const *krows, *const *vrows;
+  int n;
+  int D, Dv;
+  rpa_dtype dtype; /* of the K/V rows */
+  float *m, *l;    /* [rows] */
+  float *o;        /* [rows][ldo], in the set's decode order */
+  int ldo;
+  /* The rows to fetch next (this tile's next head, or the next tile), to
+     prefetch while this step computes; n_next = 0: none. */
+  const void *const *knext, *const *vnext;
+  int n_next;
+  float *work;     /* the thread's workspace */
+} rpa_decode_step_args;
+
+/* What the two prefill kernels of one item share. */
+typedef struct rpa_prefill_item {
+  const float *q;  /* [rows][ld] natural rows */
+  int ld;
+  void *qs;        /* staging: rpa_kernel_staging_floats() floats */
+  int ldr;         /* rows rounded up to 16 */
+  int rows;
+  const int32_t *pos; /* [rows] query position of each row */
+  int D, Dv;
+  rpa_dtype dtype;
+  float kmul;
+  float cap;
+  int causal;
+  int32_t window;
+  /* q holds bf16 values exactly and the context allows the bf16 dot
+     product (vdpbf16ps or a matrix unit) for bf16 K: a set may use it. */
+  int bf16_ok;
+} rpa_prefill_item;
+
+/* One prefill step: keys [c, c + n) for every row of the item. full: every
+   row sees every key (no mask needed). */
+typedef struct rpa_prefill_step_args {
+  const rpa_prefill_item *item;
+  int64_t c;
+  int n;
+  int full;
+  const void *const *krows, *const *vrows;
+  float *m, *l, *o;
+  int ldo;
+  float *work;
+} rpa_prefill_step_args;
+
+typedef struct rpa_kernels {
+  const char *name;
+  int decode_keys;  /* keys per decode step, <= RPA_MAX_STEP_KEYS */
+  int prefill_keys; /* keys per prefill step, <= RPA_MAX_STEP_KEYS */
+  int has_bf16_dot; /* prefill honours rpa_prefill_item.bf16_ok */
+  /* q rows into the set's decode order (natural: nothing to do). */
+  void (*decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dtype);
+  void (*decode_step)(const rpa_decode_step_args *a);
+  /* o rows from the set's decode order back to natural order. */
+  void (*decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dtype);
+  void (*prefill_begin)(const rpa_prefill_item *it);
+  void (*prefill_step)(const rpa_prefill_step_args *a);
+  /* dst[i] = widen(src[i]) for i < n (any dtype). */
+  void (*load_row)(float *dst, const void *src, rpa_dtype dtype, int n);
+  /* dst[i] = narrow(src[i] * mul) for i < n, dtype f32, bf16 or f16. */
+  void (*store_row)(void *dst, rpa_dtype dtype, const float *src, int n,
+                    float mul);
+  /* x[i] *= a for i < n. */
+  void (*scale)(float *x, int n, float a);
+} rpa_kernels;
+
+/* Workspace and staging sizes, in floats, for any set. */
+static inline size_t rpa_kernel_workspace_floats(int ld, int ldv, int ldr) {
+  const size_t K = RPA_MAX_STEP_KEYS;
+  return K * (size_t)ld + K * (size_t)ldv + 2 * K * (size_t)ldr;
+}
+static inline size_t rpa_kernel_staging_floats(int ld, int ldr) {
+  return (size_t)ld * (size_t)ldr;
+}
+
+/* The sets, each in its folder. Portable C (scalar/) is compiled once per
+   x86 level without its own kernels (avx2/). */
+extern const rpa_kernels rpa_kernels_scalar;
+#if RPA_HAVE_X86_KERNELS
+extern const rpa_kernels rpa_kernels_avx2;
+extern const rpa_kernels rpa_kernels_avx512;
+#endif
+
+#endif

@@ -1,0 +1,245 @@
+/* The portable kernel set: plain C for every entry of the interface
+   (../kernels.h), written so that compilers vectorise the inner loops.
+   Compiled as the `scalar` set here, and again with AVX2 flags as the
+   `avx2` set (src/kernels/avx2/kernels_avx2.c includes this file).
+
+   A step of 16 keys stages them: K transposed and scaled, kt [D][16], then
+   S = Q K^T for the rows, the mask, the online softmax, V widened into
+   v [16][ldo] and O += P V. Keys past n are zero in kt and v. */
+#include <math.h>
+#include <string.h>
+
+#include "../../convert.h"
+#include "../../internal.h"
+#include "../kernels.h"
+
+#ifndef RPA_KSUFFIX
+#define RPA_KSUFFIX scalar
+#define RPA_KLABEL "scalar"
+#define RPA_KTABLE rpa_kernels_scalar
+#endif
+#define RPA_KCAT_(a, b) a##__##b
+#define RPA_KCAT(a, b) RPA_KCAT_(a, b)
+/* rpa_<what>__<set>, so a profile tells the sets apart */
+#define KNAME(what) RPA_KCAT(rpa_##what, RPA_KSUFFIX)
+
+enum { K = 16 };
+
+/* kt[d][c] = widen(row_c[d]) * mul for c < n, 0 for n <= c < 16. */
+static void load_kt(float *kt, const void *const *rows, int n, int D,
+                    rpa_dtype dt, float mul) {
+  for (int c = 0; c < n; c++)
+    for (int d = 0; d < D; d++) kt[d * K + c] = rpa_widen(rows[c], dt, d) * mul;
+  for (int c = n; c < K; c++)
+    for (int d = 0; d < D; d++) kt[d * K + c] = 0.0f;
+}
+
+/* v[c][d] = widen(row_c[d]) for c < n, 0 for n <= c < 16. */
+static void load_v(float *v, int ldv, const void *const *rows, int n, int Dv,
+                   rpa_dtype dt) {
+  for (int c = 0; c < n; c++) {
+    float *dst = v + (int64_t)c * ldv;
+    switch (dt) {
+      case RPA_F32:
+        for (int d = 0; d < Dv; d++) dst[d] = ((const float *)rows[c])[d];
+        break;
+      case RPA_BF16:
+        for (int d = 0; d < Dv; d++)
+          dst[d] = rpa_widen_bf16(((const uint16_t *)rows[c])[d]);
+        break;
+      default:
+        for (int d = 0; d < Dv; d++) dst[d] = rpa_widen(rows[c], dt, d);
+        break;
+    }
+  }
+  for (int c = n; c < K; c++)
+    for (int d = 0; d < Dv; d++) v[(int64_t)c * ldv + d] = 0.0f;
+}
+
+/* s[r][c] = sum_d q[r][d] * kt[d][c] for r < rows, c < 16. */
+static void qk(float *s, const float *q, int ld, const float *kt, int rows,
+               int D) {
+  for (int r = 0; r < rows; r++) {
+    float acc[K] = {0};
+    const float *qr = q + (int64_t)r * ld;
+    for (int d = 0; d < D; d++) {
+      const float x = qr[d];
+      for (int c = 0; c < K; c++) acc[c] += x * kt[d * K + c];
+    }
+    for (int c = 0; c < K; c++) s[r * K + c] = acc[c];
+  }
+}
+
+/* o[r][d] += sum_c p[r][c] * v[c][d] for r < rows, d < Dv. */
+static void pv(float *o, int ldo, const float *p, const float *v, int ldv,
+               int rows, int Dv) {
+  for (int r = 0; r < rows; r++) {
+    float *orow = o + (int64_t)r * ldo;
+    for (int c = 0; c < K; c++) {
+      const float x = p[r * K + c];
+      if (x == 0.0f) continue; /* masked keys and the zero tail */
+      const float *vr = v + (int64_t)c * ldv;
+      for (int d = 0; d < Dv; d++) orow[d] += x * vr[d];
+    }
+  }
+}
+
+void KNAME(scale)(float *x, int n, float a);
+void KNAME(scale)(float *x, int n, float a) {
+  for (int i = 0; i < n; i++) x[i] *= a;
+}
+
+/* exp(x) for x <= 0 within ~1 ulp: 2^n * e^r with |r| <= ln2/2, a degree-6
+   polynomial; exp(-inf) and anything below -87.3 (subnormal results) is 0. */
+static inline float exp_neg(float x) {
+  const float xc = x < -87.3f ? -87.3f : x;
+  const float n = floorf(xc * 1.44269504f + 0.5f);
+  float r = xc - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187e-06f;
+  float p = 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float two_n = rpa_bits_to_f32((uint32_t)((int32_t)n + 127) << 23);
+  return x < -87.3f ? 0.0f : p * two_n;
+}
+
+/* p[c] = exp(s[c] - m) for c < 16; returns the sum. */
+static float exp_row(float *p, const float *s, float m) {
+  float sum = 0.0f;
+  for (int c = 0; c < K; c++) {
+    p[c] = exp_neg(s[c] - m);
+    sum += p[c];
+  }
+  return sum;
+}
+
+/* The step both work kinds share: rows R of q against keys [c, c + n).
+   it == NULL (decode): every key is visible; else rows see keys by it's
+   mask unless full. */
+static void tile_step(const float *q, int ld, int R, float kmul, float cap,
+                      const void *const *krows, const void *const *vrows,
+                      int n, int D, int Dv, rpa_dtype dt,
+                      const rpa_prefill_item *it, int64_t c, int full,
+                      float *m, float *l, float *o, int ldo, float *work) {
+  float *kt = work;                        /* [D][16] */
+  float *v = kt + (size_t)K * ld;          /* [16][ldo] */
+  float *s = v + (size_t)K * ldo;          /* [R][16] */
+  float *p = s + (size_t)K * R;            /* [R][16] */
+  load_kt(kt, krows, n, D, dt, kmul);
+  qk(s, q, ld, kt, R, D);
+  if (cap > 0.0f) {
+    const float inv = 1.0f / cap;
+    for (int i = 0; i < R * K; i++) s[i] = cap * tanhf(s[i] * inv);
+  }
+  const int masked = it && !full && it->causal;
+  for (int r = 0; r < R; r++) {
+    float *sr = s + r * K;
+    for (int i = n; i < K; i++) sr[i] = -INFINITY;
+    if (!masked) continue;
+    const int64_t pos = it->pos[r];
+    for (int i = 0; i < n; i++) {
+      const int64_t key = c + i;
+      if (key > pos || (it->window > 0 && pos - key >= it->window))
+        sr[i] = -INFINITY;
+    }
+  }
+  /* Online softmax, rescaling a row only when its maximum rises. */
+  for (int r = 0; r < R; r++) {
+    float *sr = s + r * K, *pr = p + r * K;
+    float mt = sr[0];
+    for (int i = 1; i < K; i++) mt = sr[i] > mt ? sr[i] : mt;
+    if (mt == -INFINITY) {
+      memset(pr, 0, sizeof(float) * K);
+      continue;
+    }
+    if (mt > m[r]) {
+      if (l[r] != 0.0f) {
+        const float alpha = expf(m[r] - mt);
+        l[r] *= alpha;
+        KNAME(scale)(o + (int64_t)r * ldo, Dv, alpha);
+      }
+      m[r] = mt;
+    }
+    l[r] += exp_row(pr, sr, m[r]);
+  }
+  load_v(v, ldo, vrows, n, Dv, dt);
+  pv(o, ldo, p, v, ldo, R, Dv);
+}
+
+/* Prefetches `bytes` of each of the rows into the caches. */
+static void prefetch_rows(const void *const *rows, int n, int64_t bytes) {
+  for (int i = 0; i < n; i++)
+    for (int64_t b = 0; b < bytes; b += 64)
+      __builtin_prefetch((const char *)rows[i] + b, 0, 2);
+}
+
+void KNAME(decode_order)(float *x, int ld, int rows, int n, rpa_dtype dt);
+void KNAME(decode_order)(float *x, int ld, int rows, int n, rpa_dtype dt) {
+  (void)x, (void)ld, (void)rows, (void)n, (void)dt; /* natural order */
+}
+
+void KNAME(decode_step)(const rpa_decode_step_args *a);
+void KNAME(decode_step)(const rpa_decode_step_args *a) {
+  const int64_t es = (int64_t)rpa_dtype_size(a->dtype);
+  prefetch_rows(a->knext, a->n_next, a->D * es);
+  prefetch_rows(a->vnext, a->n_next, a->Dv * es);
+  tile_step(a->q, a->ld, a->rows, a->kmul, a->cap, a->krows, a->vrows, a->n,
+            a->D, a->Dv, a->dtype, NULL, 0, 1, a->m, a->l, a->o, a->ldo,
+            a->work);
+}
+
+void KNAME(prefill_begin)(const rpa_prefill_item *it);
+void KNAME(prefill_begin)(const rpa_prefill_item *it) {
+  (void)it; /* steps read the natural rows */
+}
+
+void KNAME(prefill_step)(const rpa_prefill_step_args *a);
+void KNAME(prefill_step)(const rpa_prefill_step_args *a) {
+  const rpa_prefill_item *it = a->item;
+  tile_step(it->q, it->ld, it->rows, it->kmul, it->cap, a->krows, a->vrows,
+            a->n, it->D, it->Dv, it->dtype, it, a->c, a->full, a->m, a->l,
+            a->o, a->ldo, a->work);
+}
+
+void KNAME(store_row)(void *dst, rpa_dtype dt, const float *src, int n,
+                      float mul);
+void KNAME(store_row)(void *dst, rpa_dtype dt, const float *src, int n,
+                      float mul) {
+  switch (dt) {
+    case RPA_F32:
+      for (int i = 0; i < n; i++) ((float *)dst)[i] = src[i] * mul;
+      break;
+    case RPA_BF16:
+      for (int i = 0; i < n; i++)
+        ((uint16_t *)dst)[i] = rpa_f32_to_bf16(src[i] * mul);
+      break;
+    default:
+      for (int i = 0; i < n; i++)
+        ((uint16_t *)dst)[i] = rpa_f32_to_f16(src[i] * mul);
+      break;
+  }
+}
+
+void KNAME(load_row)(float *dst, const void *src, rpa_dtype dt, int n);
+void KNAME(load_row)(float *dst, const void *src, rpa_dtype dt, int n) {
+  for (int i = 0; i < n; i++) dst[i] = rpa_widen(src, dt, i);
+}
+
+const rpa_kernels RPA_KTABLE = {
+    .name = RPA_KLABEL,
+    .decode_keys = K,
+    .prefill_keys = K,
+    .has_bf16_dot = 0,
+    .decode_begin = KNAME(decode_order),
+    .decode_step = KNAME(decode_step),
+    .decode_end = KNAME(decode_order),
+    .prefill_begin = KNAME(prefill_begin),
+    .prefill_step = KNAME(prefill_step),
+    .load_row = KNAME(load_row),
+    .store_row = KNAME(store_row),
+    .scale = KNAME(scale),
+};
