@@ -1,5 +1,5 @@
 /* The benchmark's counting of bytes and FLOPs (tools/bench/counting.c),
-   against batches counted by hand from ../shared/PERF.md's definitions. */
+   against batches counted by hand from the definitions in counting.h. */
 #include <math.h>
 #include <stdint.h>
 

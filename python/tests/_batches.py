@@ -1,5 +1,5 @@
 """Random ragged batches, the expected cache after the fused write, and a
-float64 oracle of the contract (../shared/SPEC.md), for the tests."""
+float64 oracle of the contract (docs/contract.md), for the tests."""
 import ml_dtypes
 import numpy as np
 

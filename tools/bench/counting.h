@@ -1,5 +1,5 @@
-/* What one rpa_attention call must move and compute, counted as
-   ../shared/PERF.md defines it, and the roofline time that follows.
+/* What one rpa_attention call must move and compute, as defined below (the
+   README states it for users), and the roofline time that follows.
 
    Bytes that must move:
      every visible K/V position read once: the union of the keys any query of

@@ -5,7 +5,7 @@
    user's) over page pools far larger than the last-level cache; reports per
    case the median and spread of timed calls, GB/s, GFLOP/s, MBU, MFU and
    time / roofline time, checks the output against the reference backend on
-   a sample, and ends with the headline against ../shared/PERF.md's
+   a sample, and ends with the headline against the project's speed
    targets. See --help. */
 #include <fnmatch.h>
 #include <stdarg.h>

@@ -87,7 +87,7 @@ void bench_print_table(FILE *f, const bench_result *r, int n) {
             100 * x->mfu, x->roofline_ratio, check);
   }
   fprintf(f,
-          "bytes and FLOPs as PERF.md counts them; MBU against the streaming "
+          "bytes and FLOPs as counting.h counts them; MBU against the streaming "
           "read, MFU against the f32 FMA peak,\nor for bf16 q with bf16/fp8 KV "
           "the bf16 dot peak where the CPU has it and it is higher; xroof =\n"
           "time / roofline time; reps 1w: a call slower than the time budget, "
@@ -170,7 +170,7 @@ void bench_print_headline(FILE *f, const bench_result *r, int n,
     for (int i = 0; i < n; i++)
       if (!strcmp(r[i].backend, backends[b])) threads = r[i].threads;
     fprintf(f,
-            "\nheadline: %s, %d thread%s (targets from PERF.md; a row is met "
+            "\nheadline: %s, %d thread%s (targets from the README; a row is met "
             "when every case in it is; decode rows: memory-bound cases)\n",
             backends[b], threads, threads == 1 ? "" : "s");
     for (int g = 0; g < NUM_GROUPS; g++) {

@@ -1,5 +1,5 @@
 /* Results of the benchmark and their forms: the terminal table, the
-   backend comparison, the headline against PERF.md's targets, the JSON file
+   backend comparison, the headline against the project's targets, the JSON file
    and the roofline plot (gnuplot). */
 #ifndef RPA_BENCH_REPORT_H
 #define RPA_BENCH_REPORT_H
@@ -46,7 +46,7 @@ void bench_print_table(FILE *f, const bench_result *r, int n);
 /* Time ratios of each backend against the first one of the list. */
 void bench_print_comparison(FILE *f, const bench_result *r, int n,
                             char backends[][32], int num_backends);
-/* Decode MBU, prefill MFU, mixed roofline ratio beside PERF.md's targets,
+/* Decode MBU, prefill MFU, mixed roofline ratio beside the project's targets,
    for each backend. */
 void bench_print_headline(FILE *f, const bench_result *r, int n,
                           char backends[][32], int num_backends,
