@@ -3,6 +3,7 @@
    sequence. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "internal.h"
 
@@ -205,6 +206,93 @@ static int kv_interleave_ok(const rpa_kv_cache *c, int64_t heads, int64_t D,
   return 1; /* x is the last K row */
 }
 
+/* Pages the fused write touches must not be read by another sequence of
+   the call, nor written twice: items run on several threads, so such a
+   read would see the old or the new token by timing. Every (physical page,
+   writer) pair is listed and sorted; each page a sequence reads is looked
+   up in the list. Costs O(pages read x log(pages written)), never
+   O(num_pages). Lengths and page ids are already valid. */
+typedef struct written_page {
+  int32_t page, seq;
+  int64_t logical;
+} written_page;
+
+static int cmp_written(const void *x, const void *y) {
+  const written_page *a = x, *b = y;
+  if (a->page != b->page) return a->page < b->page ? -1 : 1;
+  if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
+  return a->logical < b->logical ? -1 : (a->logical > b->logical);
+}
+
+static const written_page *find_written(const written_page *w, int64_t n,
+                                        int32_t page) {
+  int64_t lo = 0, hi = n; /* first entry with w.page >= page */
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (w[mid].page < page)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < n && w[lo].page == page ? &w[lo] : NULL;
+}
+
+static rpa_status check_written_pages(rpa_context *ctx, const rpa_args *a,
+                                      int32_t seqs) {
+  const int32_t ps = a->cache.page_size;
+  int64_t n = 0;
+  for (int32_t i = 0; i < seqs; i++) {
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    const int64_t first = ((int64_t)a->kv_lens[i] - q_len) / ps;
+    n += ((int64_t)a->kv_lens[i] - 1) / ps - first + 1;
+  }
+  if (n == 0 || !ctx) return RPA_OK;
+  written_page *w = rpa_scratch(ctx, sizeof(written_page) * (size_t)n);
+  if (!w)
+    return rpa_fail(ctx, RPA_OUT_OF_MEMORY, "scratch: %zu bytes",
+                    sizeof(written_page) * (size_t)n);
+  int64_t k = 0;
+  for (int32_t i = 0; i < seqs; i++) {
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
+    const int64_t first = ((int64_t)a->kv_lens[i] - q_len) / ps;
+    for (int64_t lp = first; lp <= ((int64_t)a->kv_lens[i] - 1) / ps; lp++) {
+      w[k].page = row[lp];
+      w[k].seq = i;
+      w[k].logical = lp;
+      k++;
+    }
+  }
+  qsort(w, (size_t)n, sizeof *w, cmp_written);
+  for (int64_t j = 1; j < n; j++)
+    if (w[j].page == w[j - 1].page)
+      return rpa_fail(
+          ctx, RPA_OVERLAP,
+          "page_indices: sequence %d (logical page %lld) and sequence %d "
+          "(logical page %lld) both write new tokens into physical page %d "
+          "in this call; a page the call writes must belong to one logical "
+          "page of one sequence",
+          (int)w[j - 1].seq, (long long)w[j - 1].logical, (int)w[j].seq,
+          (long long)w[j].logical, (int)w[j].page);
+  for (int32_t i = 0; i < seqs; i++) {
+    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
+    const int64_t pages = ((int64_t)a->kv_lens[i] + ps - 1) / ps;
+    for (int64_t lp = 0; lp < pages; lp++) {
+      const written_page *hit = find_written(w, n, row[lp]);
+      if (hit && (hit->seq != i || hit->logical != lp))
+        return rpa_fail(
+            ctx, RPA_OVERLAP,
+            "page_indices: sequence %d reads physical page %d (its logical "
+            "page %lld), which sequence %d writes new tokens into in this "
+            "call (logical page %lld); the read would depend on thread "
+            "timing",
+            (int)i, (int)row[lp], (long long)lp, (int)hit->seq,
+            (long long)hit->logical);
+    }
+  }
+  return RPA_OK;
+}
+
 static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
 
 rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
@@ -389,27 +477,31 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                         "physical page %d, outside [0, num_pages %d)",
                         (int)i, (long long)p, (int)row[p],
                         (int)a->cache.num_pages);
-    if (dist) {
-      if (i < dist[0] && q_len != 1)
-        return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
-                        "distribution: sequence %d is in the decode range "
-                        "[0, %d) but has q_len %d",
-                        (int)i, (int)dist[0], (int)q_len);
-      if (i >= dist[0] && i < dist[1]) {
-        const int32_t first = a->cu_q_lens[dist[0] + 1] - a->cu_q_lens[dist[0]];
-        if (q_len != first)
-          return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
-                          "distribution: sequence %d is in the prefill range "
-                          "[%d, %d) of fixed chunk size %d but has q_len %d",
-                          (int)i, (int)dist[0], (int)dist[1], (int)first,
-                          (int)q_len);
-      }
-    }
     total_kv += kv;
     num_decode += q_len == 1;
     if (q_len > max_q) max_q = q_len;
   }
+  /* The hint is checked once every length is known to be sound, so that a
+     broken length is reported as such. */
+  for (int32_t i = 0; dist && i < seqs; i++) {
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    if (i < dist[0] && q_len != 1)
+      return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                      "distribution: sequence %d is in the decode range "
+                      "[0, %d) but has q_len %d",
+                      (int)i, (int)dist[0], (int)q_len);
+    if (i >= dist[0] && i < dist[1]) {
+      const int32_t first = a->cu_q_lens[dist[0] + 1] - a->cu_q_lens[dist[0]];
+      if (q_len != first)
+        return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                        "distribution: sequence %d is in the prefill range "
+                        "[%d, %d) of fixed chunk size %d but has q_len %d",
+                        (int)i, (int)dist[0], (int)dist[1], (int)first,
+                        (int)q_len);
+    }
+  }
   const int64_t total_q = seqs > 0 ? a->cu_q_lens[seqs] : 0;
+  if (update && (st = check_written_pages(ctx, a, seqs))) return st;
 
   /* ---- tensor layouts, sizes and overlaps ---- */
   const int64_t T = a->num_tokens, Hq = a->num_q_heads,

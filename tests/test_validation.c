@@ -515,6 +515,38 @@ static void distribution_good(void) {
        set_dist(&a, 0, 1, 3));
 }
 
+/* ---- pages the fused write touches ---------------------------------------
+
+   The batch: page size 4; sequence 0 (kv 7) writes logical page 1, sequence
+   1 (kv 13) logical pages 2 and 3, sequence 2 (kv 10) logical pages 1, 2. */
+static void written_pages(void) {
+  FAIL("sequence 2 reads the page sequence 0 writes",
+       W.pt[2 * PPS + 0] = W.pt[0 * PPS + 1],
+       RPA_OVERLAP, "page_indices", "sequence 0", 2);
+  FAIL("sequences 1 and 2 write into one page",
+       W.pt[2 * PPS + 2] = W.pt[1 * PPS + 3],
+       RPA_OVERLAP, "page_indices", "sequence 2", 1);
+  FAIL("sequence 1 reads, at logical page 0, the page it writes at 3",
+       W.pt[1 * PPS + 0] = W.pt[1 * PPS + 3],
+       RPA_OVERLAP, "page_indices", "logical page 3", 1);
+  FAIL("sequence 0 reads the page sequence 1 writes (not its last page)",
+       W.pt[0 * PPS + 0] = W.pt[1 * PPS + 2],
+       RPA_OVERLAP, "page_indices", "sequence 1", 0);
+  PASS("a read-only page shared by two sequences (prefix caching)",
+       W.pt[2 * PPS + 0] = W.pt[1 * PPS + 0]);
+  PASS("KV-share mode: a page shared by every sequence",
+       W.pt[2 * PPS + 0] = W.pt[0 * PPS + 1];
+       W.pt[1 * PPS + 0] = W.pt[0 * PPS + 1]; a.update_kv_cache = 0);
+}
+
+/* A broken length is reported as such even with a distribution hint whose
+   check would fail first on the broken batch. */
+static void lengths_before_distribution(void) {
+  FAIL("cu_q_lens (0, 6, 6, ..) with distribution (1, 1, 3)",
+       set_dist(&a, 1, 1, 3); W.cu[1] = 6,
+       RPA_INVALID_LENGTHS, "cu_q_lens", NULL, 1);
+}
+
 /* Sequences past mixed_end are not part of the call: their garbage lengths
    and pages do not fail, and their rows of out and lse are not written. */
 static void past_mixed_end_ignored(void) {
@@ -788,6 +820,8 @@ int main(void) {
   TEST_CASE("-inf sink allowed", minus_inf_sink_ok());
   distribution_bad();
   distribution_good();
+  lengths_before_distribution();
+  written_pages();
   TEST_CASE("sequences past mixed_end ignored", past_mixed_end_ignored());
   strides();
   TEST_CASE("read-only cache may alias itself",
