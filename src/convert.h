@@ -56,4 +56,40 @@ static inline float rpa_widen(const void *p, rpa_dtype dt, int64_t i) {
   return 0.0f;
 }
 
+/* 1 if none of rows[i][0 .. n) (i < count) is a NaN or an infinity. */
+static inline int rpa_rows_finite(const void *const *rows, int count, int n,
+                                  rpa_dtype dt) {
+  for (int i = 0; i < count; i++) {
+    const void *p = rows[i];
+    int bad = 0; /* exponent all ones, on the bits */
+    switch (dt) {
+      case RPA_F32:
+        for (int j = 0; j < n; j++) {
+          uint32_t u;
+          memcpy(&u, (const char *)p + 4 * (size_t)j, 4);
+          bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        break;
+      case RPA_BF16:
+        for (int j = 0; j < n; j++)
+          bad |= (((const uint16_t *)p)[j] & 0x7f80u) == 0x7f80u;
+        break;
+      case RPA_F16:
+        for (int j = 0; j < n; j++)
+          bad |= (((const uint16_t *)p)[j] & 0x7c00u) == 0x7c00u;
+        break;
+      case RPA_FP8_E4M3: /* no infinities; NaN is S.1111.111 */
+        for (int j = 0; j < n; j++)
+          bad |= (((const uint8_t *)p)[j] & 0x7fu) == 0x7fu;
+        break;
+      case RPA_FP8_E5M2:
+        for (int j = 0; j < n; j++)
+          bad |= (((const uint8_t *)p)[j] & 0x7cu) == 0x7cu;
+        break;
+    }
+    if (bad) return 0;
+  }
+  return 1;
+}
+
 #endif

@@ -361,6 +361,16 @@ static int merge_splits(const job *jb, const rpa_work_item *w,
   return 1;
 }
 
+/* A row that met a NaN or an infinity in its q row or in the K or V row of
+   a key it sees: the kernels leave its sum or some of its accumulator
+   non-finite (kernels.h). Such a row is stored as NaN throughout, its lse
+   too, on every kernel set alike (docs/contract.md, section 6). */
+static int row_poisoned(const float *o, int32_t Dv, float l) {
+  int bad = !isfinite(l);
+  for (int32_t d = 0; d < Dv; d++) bad |= !isfinite(o[d]);
+  return bad;
+}
+
 /* The sink joins the denominator; rows are normalised, scaled by v_scale
    and stored, with their log-sum-exp when asked. */
 static void store_rows(const job *jb, const rpa_work_item *w,
@@ -385,12 +395,17 @@ static void store_rows(const job *jb, const rpa_work_item *w,
         }
         const int64_t e = (int64_t)(q0 + jj) * a->out.token_stride +
                           (int64_t)n * a->out.head_stride;
-        jb->k->store_row((char *)a->out.data + e * os, a->out.dtype,
-                         t->o + (int64_t)r * jb->ldv, jb->info->head_dim_v,
-                         alpha / ll * a->v_scale);
+        float *o = t->o + (int64_t)r * jb->ldv;
+        const int poisoned = row_poisoned(o, jb->info->head_dim_v, ll);
+        if (poisoned)
+          for (int32_t d = 0; d < jb->info->head_dim_v; d++) o[d] = NAN;
+        jb->k->store_row((char *)a->out.data + e * os, a->out.dtype, o,
+                         jb->info->head_dim_v,
+                         poisoned ? 1.0f : alpha / ll * a->v_scale);
         if (a->lse)
           a->lse[(int64_t)(q0 + jj) * a->lse_token_stride +
-                 (int64_t)n * a->lse_head_stride] = mm + logf(ll);
+                 (int64_t)n * a->lse_head_stride] =
+              poisoned ? NAN : mm + logf(ll);
       }
 }
 

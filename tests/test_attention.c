@@ -240,59 +240,80 @@ static void layouts(void) {
 }
 
 /* Every fp8 code, as V of a single visible key (so each weight is exactly
-   1): the output must be the code's value exactly, NaN for NaN. Catches a
-   wrong entry in any kernel set's fp8 conversion. */
+   1): the output must be the code's value exactly. Catches a wrong entry in
+   any kernel set's fp8 conversion. The non-finite codes (NaN, and e5m2's
+   infinities) are left out of that run, then tried one at a time: the rows
+   that see one are NaN throughout, the other KV head's rows stay exact. */
+static int fp8_finite(rpa_dtype f, uint8_t code) {
+  const float x = f == RPA_FP8_E4M3 ? rpa_fp8_e4m3_to_f32(code)
+                                    : rpa_fp8_e5m2_to_f32(code);
+  return isfinite(x);
+}
+
 static void fp8_every_code(void) {
   enum { HKV = 2, G = 4, D = 128, PS = 16 };
   const rpa_dtype fmts[] = {RPA_FP8_E4M3, RPA_FP8_E5M2};
-  for (int f = 0; f < 2; f++) {
-    uint8_t k[PS][HKV][D], v[PS][HKV][D];
-    uint16_t q[HKV * G][D];
-    float out[HKV * G][D];
-    memset(k, 0, sizeof k);
-    memset(v, 0, sizeof v);
-    memset(q, 0, sizeof q);
-    for (int h = 0; h < HKV; h++)
-      for (int d = 0; d < D; d++) {
-        v[0][h][d] = (uint8_t)(h * D + d);
-        k[0][h][d] = (uint8_t)(d % 3 == 0 ? 0x38 : 0); /* finite */
-      }
-    int32_t cu[2] = {0, 1}, kv_len = 1, pages = 0;
-    rpa_args a = rpa_args_default();
-    a.num_tokens = 1;
-    a.num_q_heads = HKV * G;
-    a.num_kv_heads = HKV;
-    a.head_dim = D;
-    a.q = (rpa_tensor){q, RPA_BF16, HKV * G * D, D};
-    a.out = (rpa_tensor){out, RPA_F32, HKV * G * D, D};
-    a.cache.k = k;
-    a.cache.v = v;
-    a.cache.dtype = fmts[f];
-    a.cache.num_pages = 1;
-    a.cache.page_size = PS;
-    a.cache.k_page_stride = a.cache.v_page_stride = PS * HKV * D;
-    a.cache.k_slot_stride = a.cache.v_slot_stride = HKV * D;
-    a.cache.k_head_stride = a.cache.v_head_stride = D;
-    a.num_seqs = 1;
-    a.cu_q_lens = cu;
-    a.kv_lens = &kv_len;
-    a.page_indices = &pages;
-    a.pages_per_seq = 1;
-    a.update_kv_cache = 0;
-    TEST_CASE(fmts[f] == RPA_FP8_E4M3 ? "every fp8 e4m3 code" : "every fp8 e5m2 code", {
-      rpa_status st = rpa_attention(ctx, &a);
-      CHECK(st == RPA_OK, "rpa_attention: %s: %s", rpa_status_string(st),
-            rpa_context_last_error(ctx));
-      for (int r = 0; st == RPA_OK && r < HKV * G; r++)
+  for (int f = 0; f < 2; f++)
+    for (int bad = -1; bad < 256; bad++) { /* bad: the one non-finite code */
+      if (bad >= 0 && fp8_finite(fmts[f], (uint8_t)bad)) continue;
+      uint8_t k[PS][HKV][D], v[PS][HKV][D];
+      uint16_t q[HKV * G][D];
+      float out[HKV * G][D];
+      memset(k, 0, sizeof k);
+      memset(v, 0, sizeof v);
+      memset(q, 0, sizeof q);
+      for (int h = 0; h < HKV; h++)
         for (int d = 0; d < D; d++) {
-          const uint8_t code = (uint8_t)((r / G) * D + d);
-          const float want = f == 0 ? rpa_fp8_e4m3_to_f32(code) : rpa_fp8_e5m2_to_f32(code);
-          const float got = out[r][d];
-          CHECK(isnan(want) ? isnan(got) : got == want, "row %d code 0x%02x: got %g, want %g",
-                r, code, got, want);
+          const uint8_t code = (uint8_t)(h * D + d);
+          v[0][h][d] = fp8_finite(fmts[f], code) || code == bad ? code : 0;
+          k[0][h][d] = (uint8_t)(d % 3 == 0 ? 0x38 : 0); /* finite */
         }
-    });
-  }
+      int32_t cu[2] = {0, 1}, kv_len = 1, pages = 0;
+      rpa_args a = rpa_args_default();
+      a.num_tokens = 1;
+      a.num_q_heads = HKV * G;
+      a.num_kv_heads = HKV;
+      a.head_dim = D;
+      a.q = (rpa_tensor){q, RPA_BF16, HKV * G * D, D};
+      a.out = (rpa_tensor){out, RPA_F32, HKV * G * D, D};
+      a.cache.k = k;
+      a.cache.v = v;
+      a.cache.dtype = fmts[f];
+      a.cache.num_pages = 1;
+      a.cache.page_size = PS;
+      a.cache.k_page_stride = a.cache.v_page_stride = PS * HKV * D;
+      a.cache.k_slot_stride = a.cache.v_slot_stride = HKV * D;
+      a.cache.k_head_stride = a.cache.v_head_stride = D;
+      a.num_seqs = 1;
+      a.cu_q_lens = cu;
+      a.kv_lens = &kv_len;
+      a.page_indices = &pages;
+      a.pages_per_seq = 1;
+      a.update_kv_cache = 0;
+      char name[96];
+      if (bad < 0)
+        snprintf(name, sizeof name, "every finite fp8 %s code",
+                 f == 0 ? "e4m3" : "e5m2");
+      else
+        snprintf(name, sizeof name, "fp8 %s code 0x%02x in V: its rows NaN",
+                 f == 0 ? "e4m3" : "e5m2", bad);
+      TEST_CASE(name, {
+        rpa_status st = rpa_attention(ctx, &a);
+        CHECK(st == RPA_OK, "rpa_attention: %s: %s", rpa_status_string(st),
+              rpa_context_last_error(ctx));
+        for (int r = 0; st == RPA_OK && r < HKV * G; r++) {
+          const int poisoned = bad >= 0 && bad / D == r / G;
+          for (int d = 0; d < D; d++) {
+            const uint8_t code = v[0][r / G][d];
+            const float want = f == 0 ? rpa_fp8_e4m3_to_f32(code) : rpa_fp8_e5m2_to_f32(code);
+            const float got = out[r][d];
+            CHECK(poisoned ? isnan(got) : got == want,
+                  "row %d dim %d code 0x%02x: got %g, want %g", r, d, code,
+                  got, poisoned ? NAN : want);
+          }
+        }
+      });
+    }
 }
 
 int main(void) {

@@ -29,6 +29,14 @@
    once per item, decode_end puts o back into natural order. Where a set has
    no such layout these are plain copies or nothing.
 
+   Non-finite input. A row whose q row, or the K or V row of a key it sees,
+   holds a NaN or an infinity must leave its sum l or some element of its
+   o non-finite, and no other row may be touched by it: the engine then
+   stores the row as NaN (docs/contract.md). So a step adds s - s over each
+   row's visible logits to its l (0, or NaN for a non-finite logit), uses
+   every key the row sees in P V, even at weight 0 (0 * inf is NaN), and
+   never multiplies a key the row does not see into its o.
+
    Scratch. Each thread owns a workspace of rpa_kernel_workspace_floats()
    floats, 64-byte aligned, that a step may use as it likes (a K tile
    transposed, widened V rows, logits); nothing in it lives across steps.

@@ -44,15 +44,18 @@ static void write_cache(const rpa_args *a, const rpa_batch_info *info) {
   }
 }
 
-/* Steps 2-4 of the contract for one (query, key) pair. */
+/* Steps 2-4 of the contract for one (query, key) pair. A logit that is not
+   finite before the soft cap (a NaN or an infinity in q or in the key)
+   poisons the row: *poison becomes 1. */
 static float logit(const rpa_args *a, const float *q, int32_t seq, int64_t c,
-                   int32_t kvh, float scale) {
+                   int32_t kvh, float scale, int *poison) {
   const void *kbase = a->cache.k;
   const int64_t k0 = cache_index(a, seq, c, kvh, 0);
   float s = 0.0f;
   for (int32_t d = 0; d < a->head_dim; d++)
     s += q[d] * rpa_load_f32(kbase, a->cache.dtype, k0 + d);
   s *= scale;
+  if (!isfinite(s)) *poison = 1;
   if (a->soft_cap > 0.0f) s = a->soft_cap * tanhf(s / a->soft_cap);
   return s;
 }
@@ -95,28 +98,36 @@ rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *a,
                      : x;
         }
         /* Pass 1: the maximum logit (the sink included). */
+        int poison = 0;
         float m = a->sinks ? a->sinks[n] : -INFINITY;
         for (int64_t c = lo; c < hi; c++) {
-          const float s = logit(a, q, i, c, kvh, scale);
+          const float s = logit(a, q, i, c, kvh, scale, &poison);
           if (s > m) m = s;
         }
         /* Pass 2: exponentials, their sum and the weighted values. */
         float l = a->sinks ? expf(a->sinks[n] - m) : 0.0f;
         for (int32_t d = 0; d < Dv; d++) acc[d] = 0.0f;
         for (int64_t c = lo; c < hi; c++) {
-          const float p = expf(logit(a, q, i, c, kvh, scale) - m);
+          const float p = expf(logit(a, q, i, c, kvh, scale, &poison) - m);
           const int64_t v0 = cache_index(a, i, c, kvh, 1);
           l += p;
           for (int32_t d = 0; d < Dv; d++)
             acc[d] += p * rpa_load_f32(vbase, a->cache.dtype, v0 + d);
         }
+        /* A NaN or an infinity the row met (in a logit, or in a value of a
+           key it sees, which leaves acc non-finite) makes the whole row
+           NaN, its lse too. */
+        if (!isfinite(l)) poison = 1;
+        for (int32_t d = 0; d < Dv; d++)
+          if (!isfinite(acc[d])) poison = 1;
         const float inv = a->v_scale / l;
         const int64_t oi = tensor_index(&a->out, q0 + j, n);
         for (int32_t d = 0; d < Dv; d++)
-          rpa_store_f32(a->out.data, a->out.dtype, oi + d, acc[d] * inv);
+          rpa_store_f32(a->out.data, a->out.dtype, oi + d,
+                        poison ? NAN : acc[d] * inv);
         if (a->lse)
           a->lse[(int64_t)(q0 + j) * a->lse_token_stride +
-                 (int64_t)n * a->lse_head_stride] = m + logf(l);
+                 (int64_t)n * a->lse_head_stride] = poison ? NAN : m + logf(l);
       }
     }
   }

@@ -238,8 +238,12 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   for (int r = 0; r < NR; r++) {
     __m512 s[2];
+    /* s - s: 0 for a finite logit, NaN for a non-finite one (a NaN or an
+       infinity in q or K), which then poisons the row's sum (kernels.h) */
+    __m512 bad = _mm512_setzero_ps();
     for (int h = 0; h < halves; h++) {
       s[h] = _mm512_mul_ps(reduce16(part + r * 32 + 16 * h), _mm512_set1_ps(kmul));
+      bad = _mm512_add_ps(bad, _mm512_maskz_sub_ps(h ? valid1 : valid0, s[h], s[h]));
       if (cap > 0.0f)
         s[h] = _mm512_mul_ps(_mm512_set1_ps(cap),
                              tanh16(_mm512_mul_ps(s[h], _mm512_set1_ps(1.0f / cap))));
@@ -264,7 +268,7 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
       _mm512_store_ps(p + r * 32 + 16, e1);
       sum = _mm512_add_ps(sum, e1);
     }
-    l[r] += _mm512_reduce_add_ps(sum);
+    l[r] += _mm512_reduce_add_ps(_mm512_add_ps(sum, bad));
   }
   const int RG = NR < 4 ? NR : 4;
   for (int g = 0; g < NR; g += RG)

@@ -260,19 +260,24 @@ static void step(const float *qt, int pairs, float mul, int ldr,
     const __mmask16 live = cnt == 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1);
     const __m512i pv_ = _mm512_maskz_loadu_epi32(live, pos + r0);
     __m512 mt = neg_inf;
+    /* s - s over the visible logits: 0, or NaN where q or K held a NaN or
+       an infinity; it poisons the row's sum (kernels.h) */
+    __m512 bad = _mm512_setzero_ps();
     for (int i = 0; i < n; i++) {
       float *sp = st + (int64_t)i * ldr + r0;
       __m512 s = _mm512_loadu_ps(sp);
       if (pairs) s = _mm512_mul_ps(s, _mm512_set1_ps(mul));
-      if (cap > 0.0f)
-        s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
+      __mmask16 vis = live;
       if (!full && causal) {
         const __m512i key = _mm512_set1_epi32((int)(c + i));
-        __mmask16 vis = _mm512_cmple_epi32_mask(key, pv_);
+        vis &= _mm512_cmple_epi32_mask(key, pv_);
         if (window > 0)
           vis &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(pv_, key), _mm512_set1_epi32(window));
-        s = _mm512_mask_mov_ps(neg_inf, vis, s);
       }
+      bad = _mm512_add_ps(bad, _mm512_maskz_sub_ps(vis, s, s));
+      if (cap > 0.0f)
+        s = _mm512_mul_ps(_mm512_set1_ps(cap), tanh16(_mm512_mul_ps(s, _mm512_set1_ps(1.0f / cap))));
+      if (!full && causal) s = _mm512_mask_mov_ps(neg_inf, vis | (__mmask16)~live, s);
       _mm512_storeu_ps(sp, s);
       mt = _mm512_max_ps(mt, s);
     }
@@ -290,7 +295,7 @@ static void step(const float *qt, int pairs, float mul, int ldr,
     }
     const __m512 alpha = exp_neg16(_mm512_sub_ps(m_old, m_use));
     const __m512 l_old = _mm512_maskz_loadu_ps(live, l + r0);
-    _mm512_mask_storeu_ps(l + r0, live, _mm512_fmadd_ps(l_old, alpha, sum));
+    _mm512_mask_storeu_ps(l + r0, live, _mm512_fmadd_ps(l_old, alpha, _mm512_add_ps(sum, bad)));
     _mm512_mask_storeu_ps(m + r0, live, m_new);
     /* lazy rescale: only rows whose maximum rose and that hold something */
     __mmask16 grow = _mm512_cmp_ps_mask(m_new, m_old, _CMP_GT_OQ) &
@@ -302,6 +307,21 @@ static void step(const float *qt, int pairs, float mul, int ldr,
       grow &= (__mmask16)(grow - 1);
       scale_row(o + (int64_t)(r0 + b) * ldo, Dv, al[b]);
     }
+  }
+  /* A masked (row, key) has weight 0, and the blocked P V below multiplies
+     it all the same: 0 times a NaN or an infinity in V would reach rows that
+     do not see that key. On the steps a mask cuts (a few per item), a V with
+     such a value takes a path that adds each row's visible keys only. */
+  if (!full && causal && !rpa_rows_finite(vrows, n, Dv, dt)) {
+    for (int r = 0; r < rows; r++)
+      for (int i = 0; i < n; i++) {
+        const int64_t key = c + i;
+        if (key > pos[r] || (window > 0 && pos[r] - key >= window)) continue;
+        const float p = st[(int64_t)i * ldr + r];
+        float *orow = o + (int64_t)r * ldo;
+        for (int d = 0; d < Dv; d++) orow[d] += p * rpa_widen(vrows[i], dt, d);
+      }
+    return;
   }
   const int dv16 = (Dv + 15) / 16 * 16;
   if (pairs) { /* weights to bf16 pairs in place: pp[c/2][r] over st */

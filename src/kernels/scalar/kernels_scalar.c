@@ -70,14 +70,16 @@ static void qk(float *s, const float *q, int ld, const float *kt, int rows,
   }
 }
 
-/* o[r][d] += sum_c p[r][c] * v[c][d] for r < rows, d < Dv. */
-static void pv(float *o, int ldo, const float *p, const float *v, int ldv,
-               int rows, int Dv) {
+/* o[r][d] += sum_c p[r][c] * v[c][d] for r < rows, d < Dv, over the keys
+   row r sees (s[r][c] > -inf): a masked key's V never meets the row, not
+   even as 0 * V (a NaN or an infinity there would reach it). */
+static void pv(float *o, int ldo, const float *s, const float *p,
+               const float *v, int ldv, int rows, int Dv) {
   for (int r = 0; r < rows; r++) {
     float *orow = o + (int64_t)r * ldo;
     for (int c = 0; c < K; c++) {
       const float x = p[r * K + c];
-      if (x == 0.0f) continue; /* masked keys and the zero tail */
+      if (s[r * K + c] == -INFINITY) continue; /* masked, and the tail */
       const float *vr = v + (int64_t)c * ldv;
       for (int d = 0; d < Dv; d++) orow[d] += x * vr[d];
     }
@@ -92,6 +94,8 @@ void KNAME(scale)(float *x, int n, float a) {
 /* exp(x) for x <= 0 within ~1 ulp: 2^n * e^r with |r| <= ln2/2, a degree-6
    polynomial; exp(-inf) and anything below -87.3 (subnormal results) is 0. */
 static inline float exp_neg(float x) {
+  if (x != x) return x;      /* NaN stays NaN */
+  if (x > 0.0f) x = 0.0f;    /* only in a row already poisoned */
   const float xc = x < -87.3f ? -87.3f : x;
   const float n = floorf(xc * 1.44269504f + 0.5f);
   float r = xc - n * 0.693145751953125f;
@@ -131,29 +135,36 @@ static void tile_step(const float *q, int ld, int R, float kmul, float cap,
   float *p = s + (size_t)K * R;            /* [R][16] */
   load_kt(kt, krows, n, D, dt, kmul);
   qk(s, q, ld, kt, R, D);
-  if (cap > 0.0f) {
-    const float inv = 1.0f / cap;
-    for (int i = 0; i < R * K; i++) s[i] = cap * tanhf(s[i] * inv);
-  }
+  /* Per row, s - s over its visible logits: 0, or NaN where q or K held a
+     NaN or an infinity; added to the row's sum, it poisons the row
+     (kernels.h). Masked logits then become -inf. */
   const int masked = it && !full && it->causal;
+  float *bad = p; /* [R], p's first column until the softmax writes it */
   for (int r = 0; r < R; r++) {
     float *sr = s + r * K;
-    for (int i = n; i < K; i++) sr[i] = -INFINITY;
-    if (!masked) continue;
-    const int64_t pos = it->pos[r];
+    const int64_t pos = masked ? it->pos[r] : 0;
+    float b = 0.0f;
     for (int i = 0; i < n; i++) {
       const int64_t key = c + i;
-      if (key > pos || (it->window > 0 && pos - key >= it->window))
+      if (masked && (key > pos || (it->window > 0 && pos - key >= it->window))) {
         sr[i] = -INFINITY;
+        continue;
+      }
+      b += sr[i] - sr[i];
+      if (cap > 0.0f) sr[i] = cap * tanhf(sr[i] * (1.0f / cap));
     }
+    for (int i = n; i < K; i++) sr[i] = -INFINITY;
+    bad[r * K] = b;
   }
   /* Online softmax, rescaling a row only when its maximum rises. */
   for (int r = 0; r < R; r++) {
     float *sr = s + r * K, *pr = p + r * K;
+    const float b = pr[0];
     float mt = sr[0];
     for (int i = 1; i < K; i++) mt = sr[i] > mt ? sr[i] : mt;
     if (mt == -INFINITY) {
       memset(pr, 0, sizeof(float) * K);
+      l[r] += b;
       continue;
     }
     if (mt > m[r]) {
@@ -164,10 +175,10 @@ static void tile_step(const float *q, int ld, int R, float kmul, float cap,
       }
       m[r] = mt;
     }
-    l[r] += exp_row(pr, sr, m[r]);
+    l[r] += exp_row(pr, sr, m[r]) + b;
   }
   load_v(v, ldo, vrows, n, Dv, dt);
-  pv(o, ldo, p, v, ldo, R, Dv);
+  pv(o, ldo, s, p, v, ldo, R, Dv);
 }
 
 /* Prefetches `bytes` of each of the rows into the caches. */
