@@ -34,6 +34,15 @@ def _strides(name, a):
     """Element strides of ndarray a (bytes / itemsize); the last axis must be
     contiguous. Axes of extent <= 1 get stride 0 (never stepped)."""
     item = a.itemsize
+    if a.size == 0:  # nothing is addressed: C-order strides of the shape
+        out, step = [], 1
+        for n in reversed(a.shape):
+            out.append(step if n > 1 else 0)
+            step *= max(int(n), 1)
+        out.reverse()
+        if out and a.shape[-1] > 1:
+            out[-1] = 1
+        return out
     out = []
     for i, (s, n) in enumerate(zip(a.strides, a.shape)):
         if n <= 1:
@@ -167,6 +176,9 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     """
     update = bool(update_kv_cache)
     q = _array("q", q, 3)
+    if _lib.dtype_code("q", q.dtype) not in _IO_DTYPES:
+        raise ValueError(f"q: dtype {q.dtype} is not float32, bfloat16 or "
+                         "float16")
     T, Hq, D = q.shape
     latent = v_cache is None
     k_cache = _array("k_cache", k_cache, 4, writable=update)
