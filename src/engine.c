@@ -137,6 +137,14 @@ static void locate_keys(const job *jb, key_rows *kr, int32_t seq, int64_t c,
   }
 }
 
+/* Locates the step of up to `step` keys from c, clipped to hi (none when
+   c >= hi). */
+static void locate_step(const job *jb, key_rows *kr, int32_t seq, int64_t c,
+                        int step, int64_t hi) {
+  kr->n = 0;
+  if (c < hi) locate_keys(jb, kr, seq, c, (int)(hi - c < step ? hi - c : step));
+}
+
 /* Row pointers of KV head h of the located keys. */
 static void head_rows(const job *jb, const key_rows *kr, int32_t h,
                       const void **krow, const void **vrow) {
@@ -220,13 +228,10 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
   s.knext = kn;
   s.vnext = vn;
   const int64_t lo = w->c0, hi = w->c1;
-  if (lo < hi) locate_keys(jb, &next, w->seq, lo, (int)(hi - lo < step ? hi - lo : step));
+  locate_step(jb, &next, w->seq, lo, step, hi);
   for (int64_t c = lo; c < hi; c += step) {
-    cur = next;
-    next.n = 0;
-    if (c + step < hi) /* the pipeline: locate the next step's rows */
-      locate_keys(jb, &next, w->seq, c + step,
-                  (int)(hi - c - step < step ? hi - c - step : step));
+    cur = next; /* the pipeline: locate the next step's rows */
+    locate_step(jb, &next, w->seq, c + step, step, hi);
     s.n = cur.n;
     for (int32_t h = h0; h < h1; h++) {
       const int r0 = (h - h0) * R;
@@ -295,15 +300,11 @@ static void prefill_walk(const job *jb, const rpa_work_item *w,
   const int64_t pos_first = prefix + w->j0, pos_last = prefix + w->j1 - 1;
   const int window = a->causal && a->sliding_window > 0;
   key_rows cur, next;
-  if (lo < hi) locate_keys(jb, &next, w->seq, lo, (int)(hi - lo < step ? hi - lo : step));
+  locate_step(jb, &next, w->seq, lo, step, hi);
   for (int64_t c = lo; c < hi; c += step) {
-    cur = next;
-    next.n = 0;
-    if (c + step < hi) { /* the pipeline: fetch the next step's rows */
-      locate_keys(jb, &next, w->seq, c + step,
-                  (int)(hi - c - step < step ? hi - c - step : step));
-      prefetch_head(jb, &next, w->head);
-    }
+    cur = next; /* the pipeline: fetch the next step's rows */
+    locate_step(jb, &next, w->seq, c + step, step, hi);
+    prefetch_head(jb, &next, w->head);
     /* Does every row see every key of this step? */
     int full = 1;
     if (a->causal) {
