@@ -18,4 +18,4 @@ build:
 	cmake --build build -j
 
 clean:
-	rm -rf build build-gcc build-clang build-asan build-*.log
+	rm -rf build build-gcc build-clang build-asan build-tsan build-aarch64 build-*.log

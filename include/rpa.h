@@ -279,6 +279,26 @@ RPA_API rpa_status rpa_ragged_paged_attention_v3(
     rpa_dtype q_dtype, rpa_dtype kv_dtype, const rpa_v3_options *opts,
     void *out);
 
+/* ------------------------------------------------------------------------ */
+/* Version and ABI checks.                                                  */
+
+/* This header's version as one number, MAJOR * 10000 + MINOR * 100 + PATCH:
+   compare with rpa_version_number() to catch a header and a library from
+   different releases. */
+#define RPA_VERSION_NUMBER \
+  (RPA_VERSION_MAJOR * 10000 + RPA_VERSION_MINOR * 100 + RPA_VERSION_PATCH)
+
+/* The library's version, "MAJOR.MINOR.PATCH" (a static string). */
+RPA_API const char *rpa_version(void);
+/* The library's version as MAJOR * 10000 + MINOR * 100 + PATCH. */
+RPA_API int rpa_version_number(void);
+/* sizeof, in this build of the library, of the public structure named:
+   "rpa_args", "rpa_tensor", "rpa_kv_cache", "rpa_context_options" or
+   "rpa_v3_options"; 0 for any other name and for NULL. Bindings that copy
+   these structures instead of compiling this header compare their sizes
+   with these when they load the library. */
+RPA_API size_t rpa_abi_struct_size(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,17 +2,24 @@
 # Builds rpa every way CI cares about and runs every test:
 #   1. gcc, -Werror, optimised: the whole suite, once per kernel set this
 #      machine can run (RPA_ISA), and the attention suites on both bf16
-#      prefill paths of avx512 (RPA_BF16_DOT);
+#      prefill paths of avx512 (RPA_BF16_DOT); then that build installed and
+#      used as a package (scripts/test_install.sh: find_package, pkg-config,
+#      add_subdirectory);
 #   2. clang, -Werror, optimised: the whole suite;
 #   3. clang with AddressSanitizer + UndefinedBehaviorSanitizer (quick sweep);
-#   4. valgrind memcheck on the gcc build (quick sweep).
+#   4. valgrind memcheck on the gcc build (quick sweep);
+# then, before the Python package (5. below), the reliability checks of
+# scripts/test_reliability.sh: ThreadSanitizer on the multi-threaded tests,
+# and every allocation of the library failed one at a time.
+# Last, 6. below: aarch64, cross-compiled, the C tests run under qemu-user
+# (quick sweep).
 # Ends with one line "N passed, N failed" summing every test program's cases.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
 
 JOBS=$(nproc 2>/dev/null || echo 2)
-TESTS="test_dtype test_api test_validation test_cache test_determinism test_attention test_kernels test_numerics test_counting"
+TESTS="test_dtype test_api test_validation test_cache test_determinism test_attention test_kernels test_numerics test_counting test_concurrency"
 passed=0
 failed=0
 stage_failures=0
@@ -73,6 +80,24 @@ if build build-gcc -DCMAKE_C_COMPILER=gcc; then
     done
     TESTS=$all_tests
   fi
+  # The installed package: scripts/test_install.sh prints one line per check
+  # and "install: N passed, M failed".
+  echo "== install: cmake --install of build-gcc, used by find_package, pkg-config, add_subdirectory"
+  install_out=$(scripts/test_install.sh build-gcc 2>&1)
+  install_rc=$?
+  printf '%s\n' "$install_out" | grep -v '^install: '
+  install_line=$(printf '%s\n' "$install_out" | grep -E '^install: [0-9]+ passed, [0-9]+ failed$' | tail -1)
+  if [ -z "$install_line" ]; then
+    echo "   install: no summary line (exit $install_rc): counted as 1 failed"
+    failed=$((failed + 1))
+  else
+    p=$(echo "$install_line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
+    f=$(echo "$install_line" | sed -E 's/.* ([0-9]+) failed$/\1/')
+    [ "$install_rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    echo "   $install_line"
+    passed=$((passed + p))
+    failed=$((failed + f))
+  fi
 fi
 if build build-clang -DCMAKE_C_COMPILER=clang; then
   run_suite "clang -O2" build-clang env
@@ -132,7 +157,61 @@ python_stage() {
   passed=$((passed + p))
   failed=$((failed + f))
 }
+
+# Reliability: ThreadSanitizer (clang) and allocation faults (the gcc
+# build); its indented "   NAME: N passed, M failed" lines are summed.
+reliability_stage() {
+  local out line p f
+  out=$(scripts/test_reliability.sh 2>&1)
+  printf '%s\n' "$out" | grep -v '^reliability: '
+  while IFS= read -r line; do
+    p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
+    passed=$((passed + p))
+    failed=$((failed + f))
+  done < <(printf '%s\n' "$out" | grep -E '^   [A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed$')
+  printf '%s\n' "$out" | grep -qE '^reliability: ' || {
+    echo "   reliability: no summary (the script stopped): counted as 1 failed"
+    failed=$((failed + 1))
+  }
+}
+reliability_stage
+
 python_stage
+
+# 6. aarch64: Debian's cross gcc (cmake/aarch64-linux-gnu.cmake: the x86
+#    kernel folders left out, -Werror on), the C tests run under qemu-user
+#    on the ref and scalar kernel sets, quick sweep: about five minutes on
+#    two cores. The ref sweep leaves out the thread tests (test_determinism,
+#    test_concurrency): ref computes on one thread, the scalar sweep runs
+#    them, and under qemu they take minutes on ref. Without the cross
+#    compiler or qemu the stage says NOT RUN and counts nothing.
+aarch64_stage() {
+  local sysroot=/usr/aarch64-linux-gnu why=""
+  if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    why="no aarch64-linux-gnu-gcc (Debian: gcc-aarch64-linux-gnu)"
+  elif ! command -v qemu-aarch64 >/dev/null; then
+    why="no qemu-aarch64 (Debian: qemu-user)"
+  elif [ ! -e "$sysroot/lib/ld-linux-aarch64.so.1" ]; then
+    why="no aarch64 C library in $sysroot (Debian: libc6-dev-arm64-cross)"
+  fi
+  if [ -n "$why" ]; then
+    echo "== aarch64 cross build: NOT RUN ($why)"
+    return
+  fi
+  build build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+    -DRPA_WERROR=ON || return
+  local all=$TESTS
+  RPA_TEST_QUICK=1 RPA_ISA=scalar run_suite \
+    "aarch64 (gcc cross, qemu-user), kernel set scalar (quick)" \
+    build-aarch64 qemu-aarch64 -L "$sysroot"
+  TESTS=$(echo " $all " | sed -E 's/ (test_determinism|test_concurrency)//g')
+  RPA_TEST_QUICK=1 RPA_ISA=ref run_suite \
+    "aarch64 (gcc cross, qemu-user), kernel set ref (quick; not the thread tests test_determinism, test_concurrency: ref has one thread, scalar runs them)" \
+    build-aarch64 qemu-aarch64 -L "$sysroot"
+  TESTS=$all
+}
+aarch64_stage
 
 failed=$((failed + stage_failures))
 echo

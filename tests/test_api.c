@@ -178,8 +178,47 @@ static void scratch_independent_of_kv_length(void) {
   CHECK(rpa_context_scratch_bytes(NULL) == 0, "NULL context");
 }
 
+/* rpa_version() and rpa_version_number() agree with the header's
+   RPA_VERSION_*; rpa_abi_struct_size() gives sizeof of each public
+   structure by its name and 0 for anything else. */
+static void version_and_abi_sizes(void) {
+  char want[32];
+  snprintf(want, sizeof want, "%d.%d.%d", RPA_VERSION_MAJOR, RPA_VERSION_MINOR,
+           RPA_VERSION_PATCH);
+  const char *v = rpa_version();
+  CHECK(v && strcmp(v, want) == 0, "rpa_version() \"%s\", header %s",
+        v ? v : "(null)", want);
+  CHECK(rpa_version_number() == RPA_VERSION_NUMBER,
+        "rpa_version_number() %d, header %d", rpa_version_number(),
+        RPA_VERSION_NUMBER);
+  CHECK(RPA_VERSION_NUMBER == RPA_VERSION_MAJOR * 10000 +
+                                  RPA_VERSION_MINOR * 100 + RPA_VERSION_PATCH,
+        "RPA_VERSION_NUMBER");
+  static const struct {
+    const char *name;
+    size_t size;
+  } want_sizes[] = {
+      {"rpa_args", sizeof(rpa_args)},
+      {"rpa_tensor", sizeof(rpa_tensor)},
+      {"rpa_kv_cache", sizeof(rpa_kv_cache)},
+      {"rpa_context_options", sizeof(rpa_context_options)},
+      {"rpa_v3_options", sizeof(rpa_v3_options)},
+  };
+  for (size_t i = 0; i < sizeof want_sizes / sizeof want_sizes[0]; i++) {
+    const size_t got = rpa_abi_struct_size(want_sizes[i].name);
+    CHECK(got == want_sizes[i].size, "%s: %zu bytes, sizeof %zu",
+          want_sizes[i].name, got, want_sizes[i].size);
+  }
+  const char *unknown[] = {"", "rpa_context", "RPA_ARGS", "rpa_args ", "rpa_"};
+  for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+    CHECK(rpa_abi_struct_size(unknown[i]) == 0, "\"%s\" is not a struct",
+          unknown[i]);
+  CHECK(rpa_abi_struct_size(NULL) == 0, "NULL name");
+}
+
 int main(void) {
   TEST_CASE("scratch does not grow with KV length", scratch_independent_of_kv_length());
+  TEST_CASE("version and ABI struct sizes", version_and_abi_sizes());
   TEST_CASE("context options and kernel-set selection", context_options());
   TEST_CASE("empty batch writes nothing", empty_batch());
   TEST_CASE("v3 convenience == strided call (f32, f32)", v3_matches_strided(RPA_F32, RPA_F32));

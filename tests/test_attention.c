@@ -317,7 +317,12 @@ static void fp8_every_code(void) {
 }
 
 int main(void) {
-  rpa_status st = rpa_context_create(NULL, &ctx);
+  /* RPA_TEST_THREADS=n: n threads (scripts/test_reliability.sh runs the
+     suite under ThreadSanitizer with 4, whatever the CPU count). */
+  rpa_context_options opts = rpa_context_options_default();
+  const char *threads = getenv("RPA_TEST_THREADS");
+  if (threads && threads[0]) opts.num_threads = atoi(threads);
+  rpa_status st = rpa_context_create(&opts, &ctx);
   if (st != RPA_OK) {
     fprintf(stderr, "context: %s\n", rpa_status_string(st));
     return 1;

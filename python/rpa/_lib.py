@@ -8,6 +8,11 @@ the authority. Where the library is looked for, in order:
 3. the repository's build/ directory (python/rpa/../../build/librpa.so), for
    use straight from a checkout after `cmake -S . -B build && cmake --build
    build`.
+
+At load the library must match this file: rpa_version() must be
+EXPECTED_VERSION and rpa_abi_struct_size() must give each structure's
+ctypes size (check_abi), or the import fails with AbiMismatchError naming
+what differs, rather than passing misshapen structures to C.
 """
 import ctypes
 import os
@@ -17,8 +22,13 @@ import ml_dtypes
 import numpy as np
 
 __all__ = ["lib", "library_path", "DTYPES", "dtype_code", "RpaTensor",
-           "RpaKvCache", "RpaArgs", "RpaContextOptions", "STATUS_NAMES",
-           "context"]
+           "RpaKvCache", "RpaArgs", "RpaContextOptions", "RpaV3Options",
+           "STATUS_NAMES", "context", "EXPECTED_VERSION", "MIRRORS",
+           "AbiMismatchError", "check_abi"]
+
+# The library version this package's declarations were written against
+# (include/rpa.h's RPA_VERSION_*, CMakeLists.txt's project()).
+EXPECTED_VERSION = "0.1.0"
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LIBNAME = "librpa.so"
@@ -114,6 +124,68 @@ class RpaContextOptions(ctypes.Structure):
                 ("log", ctypes.c_int), ("pin_threads", ctypes.c_int)]
 
 
+class RpaV3Options(ctypes.Structure):
+    _fields_ = [("sm_scale", _f32), ("sliding_window", _i32),
+                ("soft_cap", _f32), ("q_scale", _f32), ("k_scale", _f32),
+                ("v_scale", _f32), ("use_causal_mask", _i32),
+                ("update_kv_cache", _i32), ("attention_sink", _p)]
+
+
+# Each mirror by its C name, as rpa_abi_struct_size() takes it.
+MIRRORS = {
+    "rpa_args": RpaArgs,
+    "rpa_tensor": RpaTensor,
+    "rpa_kv_cache": RpaKvCache,
+    "rpa_context_options": RpaContextOptions,
+    "rpa_v3_options": RpaV3Options,
+}
+
+
+class AbiMismatchError(ImportError):
+    """The loaded librpa is not the one these declarations describe."""
+
+
+def check_abi(handle, path, mirrors=None, expected_version=None):
+    """Raises AbiMismatchError unless the library `handle` (loaded from
+    `path`) reports `expected_version` (default EXPECTED_VERSION) and, for
+    every C name -> ctypes.Structure in `mirrors` (default MIRRORS), the
+    structure's ctypes size."""
+    mirrors = MIRRORS if mirrors is None else mirrors
+    expected = EXPECTED_VERSION if expected_version is None else expected_version
+    hint = ("the Python package and the C library come from different "
+            "versions of include/rpa.h: rebuild the library, or reinstall "
+            "the package with `pip install ./python`")
+    try:
+        version_fn = handle.rpa_version
+        size_fn = handle.rpa_abi_struct_size
+    except AttributeError:
+        raise AbiMismatchError(
+            f"rpa: {path} has no rpa_version() or rpa_abi_struct_size() "
+            f"(a build from before version {expected}); {hint}") from None
+    version_fn.restype = ctypes.c_char_p
+    version_fn.argtypes = []
+    size_fn.restype = ctypes.c_size_t
+    size_fn.argtypes = [ctypes.c_char_p]
+    got = (version_fn() or b"").decode()
+    if got != expected:
+        raise AbiMismatchError(
+            f"rpa: {path} is version {got!r}, this package expects "
+            f"{expected!r}; {hint}")
+    for name, mirror in mirrors.items():
+        c_size = size_fn(name.encode())
+        py_size = ctypes.sizeof(mirror)
+        if c_size != py_size:
+            c_text = (f"{c_size} bytes" if c_size else
+                      "unknown (rpa_abi_struct_size() returned 0)")
+            raise AbiMismatchError(
+                f"rpa: struct {name} is {py_size} bytes in the package's "
+                f"ctypes mirror ({mirror.__name__}) but {c_text} in {path}; "
+                f"{hint}")
+
+
+check_abi(lib, library_path)
+
+
 _ctx_p = ctypes.c_void_p
 
 lib.rpa_status_string.restype = ctypes.c_char_p
@@ -141,6 +213,8 @@ lib.rpa_attention.restype = ctypes.c_int
 lib.rpa_attention.argtypes = [_ctx_p, ctypes.POINTER(RpaArgs)]
 lib.rpa_validate.restype = ctypes.c_int
 lib.rpa_validate.argtypes = [_ctx_p, ctypes.POINTER(RpaArgs)]
+lib.rpa_version_number.restype = ctypes.c_int
+lib.rpa_version_number.argtypes = []
 
 STATUS_NAMES = {
     0: "RPA_OK", 1: "RPA_NULL_POINTER", 2: "RPA_INVALID_SHAPE",

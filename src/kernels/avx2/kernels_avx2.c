@@ -1,6 +1,90 @@
-/* The `avx2` set: the portable kernels compiled for AVX2 + FMA + F16C (this
-   folder's compile flags, in CMakeLists.txt). */
-#define RPA_KSUFFIX avx2
-#define RPA_KLABEL "avx2"
-#define RPA_KTABLE rpa_kernels_avx2
-#include "../scalar/kernels_scalar.c"
+/* The avx2 kernel set (AVX2 + FMA + F16C): its table, and the row helpers.
+   The step kernels are in decode_avx2.c and prefill_avx2.c. */
+#include "math_avx2.h"
+
+/* Eight f32 -> bf16 codes, round to nearest even on the bits as
+   rpa_f32_to_bf16 does (a NaN keeps its sign and is made quiet). */
+static inline __m128i f32_to_bf16_8(__m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i rnd = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  const __m256i q = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+  const __m256i b = _mm256_srli_epi32(_mm256_blendv_epi8(rnd, q, nan), 16);
+  return _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+}
+
+void rpa_store_row__avx2(void *dst, rpa_dtype dt, const float *src, int n,
+                         float mul);
+void rpa_store_row__avx2(void *dst, rpa_dtype dt, const float *src, int n,
+                         float mul) {
+  const __m256 vm = _mm256_set1_ps(mul);
+  for (int i = 0; i < n; i += 8) {
+    const int cnt = n - i < 8 ? n - i : 8;
+    const __m256i m = lane_mask8(cnt);
+    const __m256 x = _mm256_mul_ps(cnt == 8 ? _mm256_loadu_ps(src + i)
+                                            : _mm256_maskload_ps(src + i, m),
+                                   vm);
+    if (dt == RPA_F32) {
+      if (cnt == 8)
+        _mm256_storeu_ps((float *)dst + i, x);
+      else
+        _mm256_maskstore_ps((float *)dst + i, m, x);
+      continue;
+    }
+    const __m128i h = dt == RPA_BF16
+                          ? f32_to_bf16_8(x)
+                          : _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    uint16_t *out = (uint16_t *)dst + i;
+    if (cnt == 8) {
+      _mm_storeu_si128((__m128i *)out, h);
+    } else {
+      uint16_t tmp[8];
+      _mm_storeu_si128((__m128i *)tmp, h);
+      memcpy(out, tmp, sizeof(uint16_t) * (size_t)cnt);
+    }
+  }
+}
+
+static ALWAYS_INLINE void load_row_dt(float *dst, const void *src, rpa_dtype dt,
+                                      int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, widen8_full(advance2(src, dt, i), dt));
+  if (i < n)
+    _mm256_maskstore_ps(dst + i, lane_mask8(n - i), widen8_part(advance2(src, dt, i), dt, n - i));
+}
+
+void rpa_load_row__avx2(float *dst, const void *src, rpa_dtype dt, int n);
+void rpa_load_row__avx2(float *dst, const void *src, rpa_dtype dt, int n) {
+  switch (dt) {
+    case RPA_F32: load_row_dt(dst, src, RPA_F32, n); break;
+    case RPA_BF16: load_row_dt(dst, src, RPA_BF16, n); break;
+    case RPA_F16: load_row_dt(dst, src, RPA_F16, n); break;
+    case RPA_FP8_E4M3: load_row_dt(dst, src, RPA_FP8_E4M3, n); break;
+    case RPA_FP8_E5M2: load_row_dt(dst, src, RPA_FP8_E5M2, n); break;
+  }
+}
+
+void rpa_scale__avx2(float *x, int n, float a);
+void rpa_scale__avx2(float *x, int n, float a) { scale_row8(x, n, a); }
+
+void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt);
+void rpa_decode_step__avx2(const rpa_decode_step_args *a);
+void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
+void rpa_prefill_begin__avx2(const rpa_prefill_item *it);
+void rpa_prefill_step__avx2(const rpa_prefill_step_args *a);
+
+const rpa_kernels rpa_kernels_avx2 = {
+    .name = "avx2",
+    .decode_keys = RPA_AVX2_DECODE_KEYS,
+    .prefill_keys = RPA_AVX2_PREFILL_KEYS,
+    .has_bf16_dot = 0,
+    .decode_begin = rpa_decode_begin__avx2,
+    .decode_step = rpa_decode_step__avx2,
+    .decode_end = rpa_decode_end__avx2,
+    .prefill_begin = rpa_prefill_begin__avx2,
+    .prefill_step = rpa_prefill_step__avx2,
+    .load_row = rpa_load_row__avx2,
+    .store_row = rpa_store_row__avx2,
+    .scale = rpa_scale__avx2,
+};
