@@ -11,6 +11,7 @@
 # then, before the Python package (5. below), the reliability checks of
 # scripts/test_reliability.sh: ThreadSanitizer on the multi-threaded tests,
 # and every allocation of the library failed one at a time.
+# Then 60 s of libFuzzer + ASan + UBSan on the whole call (scripts/test_fuzz.sh).
 # Last, 6. below: aarch64, cross-compiled, the C tests run under qemu-user
 # (quick sweep).
 # Ends with one line "N passed, N failed" summing every test program's cases.
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
 
 JOBS=$(nproc 2>/dev/null || echo 2)
-TESTS="test_dtype test_api test_validation test_cache test_determinism test_attention test_kernels test_numerics test_counting test_concurrency"
+TESTS="test_dtype test_api test_validation test_cache test_determinism test_attention test_kernels test_numerics test_counting test_concurrency test_fuzz_corpus"
 passed=0
 failed=0
 stage_failures=0
@@ -69,6 +70,12 @@ run_suite() { # label, dir, wrapper...
 if build build-gcc -DCMAKE_C_COMPILER=gcc; then
   for isa in $(build-gcc/rpa-demo --list-isas); do
     RPA_ISA=$isa run_suite "gcc -O2, kernel set $isa" build-gcc env
+  done
+  # A set built in but not runnable on this CPU is said, not skipped quietly.
+  for isa in avx2 avx512; do
+    if [ "$(uname -m)" = x86_64 ] && ! build-gcc/rpa-demo --list-isas | grep -qx $isa; then
+      echo "== gcc -O2, kernel set $isa: NOT RUN (this CPU lacks its features; see README, Kernel sets)"
+    fi
   done
   # avx512 picks vdpbf16ps or f32 FMAs for bf16 prefill by CPU vendor: run
   # the attention and determinism suites on both, whichever this CPU picks.
@@ -176,6 +183,27 @@ reliability_stage() {
   }
 }
 reliability_stage
+
+# Fuzzing (scripts/test_fuzz.sh): libFuzzer + ASan + UBSan on the whole
+# call for RPA_FUZZ_SECONDS (60) seconds, in build-fuzz; a crash is saved to
+# tests/fuzz/regressions/. Its "   fuzz: N passed, M failed" line is summed;
+# clang or libFuzzer missing counts as failed.
+fuzz_stage() {
+  local out line p f
+  out=$(scripts/test_fuzz.sh 2>&1)
+  printf '%s\n' "$out"
+  line=$(printf '%s\n' "$out" | grep -E '^   fuzz: [0-9]+ passed, [0-9]+ failed$' | tail -1)
+  if [ -z "$line" ]; then
+    echo "   fuzz: no summary (the script stopped): counted as 1 failed"
+    failed=$((failed + 1))
+    return
+  fi
+  p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
+  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+fuzz_stage
 
 python_stage
 

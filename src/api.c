@@ -82,12 +82,22 @@ rpa_status rpa_ragged_paged_attention_v3(
      (NULL would read as a latent cache, so it is refused here.) */
   if (!kv_cache) return rpa_fail(ctx, RPA_NULL_POINTER, "kv_cache: NULL");
   a.cache.k = kv_cache;
-  a.cache.v = (char *)kv_cache + D * rpa_dtype_size(kv_dtype);
+  a.cache.v =
+      (char *)kv_cache + (D > 0 ? D : 0) * (int64_t)rpa_dtype_size(kv_dtype);
   a.cache.dtype = kv_dtype;
   a.cache.num_pages = num_pages;
   a.cache.page_size = page_size;
-  a.cache.k_page_stride = a.cache.v_page_stride = (int64_t)page_size * 2 * Hkv * D;
-  a.cache.k_slot_stride = a.cache.v_slot_stride = 2 * Hkv * D;
+  /* Sizes that are not positive are refused by validation; until then
+     they give stride 0. 2 * Hkv * D fits int64, times page_size may not. */
+  const int64_t slot = Hkv > 0 && D > 0 ? 2 * Hkv * D : 0;
+  if (slot > 0 && page_size > INT64_MAX / slot)
+    return rpa_fail(ctx, RPA_OVERFLOW,
+                    "kv_cache: the page stride page_size * 2 * num_kv_heads "
+                    "* head_dim = %d * 2 * %d * %d does not fit int64",
+                    (int)page_size, (int)num_kv_heads, (int)head_dim);
+  a.cache.k_page_stride = a.cache.v_page_stride =
+      page_size > 0 ? (int64_t)page_size * slot : 0;
+  a.cache.k_slot_stride = a.cache.v_slot_stride = slot;
   a.cache.k_head_stride = a.cache.v_head_stride = 2 * D;
   a.num_seqs = num_seqs;
   a.cu_q_lens = cu_q_lens;

@@ -62,6 +62,8 @@ static int footprint(const int64_t *dims, const int64_t *strides, int n,
 static int non_overlapping(const int64_t *dims, const int64_t *strides, int n) {
   int idx[MAX_DIMS], m = 0;
   for (int i = 0; i < n; i++)
+    if (dims[i] == 0) return 1; /* no elements, nothing can overlap */
+  for (int i = 0; i < n; i++)
     if (dims[i] > 1) idx[m++] = i;
   for (int i = 1; i < m; i++) /* insertion sort by stride */
     for (int j = i; j > 0 && strides[idx[j]] < strides[idx[j - 1]]; j--) {
@@ -73,7 +75,9 @@ static int non_overlapping(const int64_t *dims, const int64_t *strides, int n) {
   for (int i = 0; i < m; i++) {
     int64_t s = strides[idx[i]];
     if (s < extent) return 0;
-    extent = s * (dims[idx[i]] - 1) + extent; /* no overflow: footprint ok */
+    /* footprint() has bounded a non-empty tensor; checked all the same */
+    if (s > (INT64_MAX - extent) / (dims[idx[i]] - 1)) return 0;
+    extent = s * (dims[idx[i]] - 1) + extent;
   }
   return 1;
 }

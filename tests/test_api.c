@@ -140,6 +140,21 @@ static void v3_matches_strided(rpa_dtype qd, rpa_dtype kd) {
       a->num_seqs, a->pages_per_seq, qd, kd, &o, tb_data(&b.out));
   CHECK(st == RPA_NULL_POINTER, "v3 NULL cache");
   CHECK(strstr(rpa_context_last_error(ctx), "kv_cache") != NULL, "message");
+  /* a page stride that does not fit int64 (2^30 slots of 2 * 2^16 * 2^16
+     elements) is refused before anything is read, nothing written */
+  memcpy(want_out, tb_data(&b.out), out_bytes);
+  memcpy(want_cache, tb_data(&b.cache), b.cache.bytes);
+  st = rpa_ragged_paged_attention_v3(
+      ctx, a->q.data, a->k.data, a->v.data, a->cache.k, a->kv_lens,
+      a->page_indices, a->cu_q_lens, a->distribution, a->num_tokens, 1 << 16,
+      1 << 16, 1 << 16, a->cache.num_pages, 1 << 30, a->num_seqs,
+      a->pages_per_seq, qd, kd, &o, tb_data(&b.out));
+  CHECK(st == RPA_OVERFLOW, "v3 page stride overflow: status %d", (int)st);
+  CHECK(strstr(rpa_context_last_error(ctx), "page stride") != NULL,
+        "message: %s", rpa_context_last_error(ctx));
+  CHECK(memcmp(want_out, tb_data(&b.out), out_bytes) == 0 &&
+            memcmp(want_cache, tb_data(&b.cache), b.cache.bytes) == 0,
+        "v3 overflow wrote");
   free(want_out);
   free(want_cache);
   tb_free(&b);

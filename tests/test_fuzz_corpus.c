@@ -86,5 +86,6 @@ int main(int argc, char **argv) {
   else
     printf("test_fuzz_corpus: %d inputs on %d kernel set(s) against ref\n",
            files, g_nfast);
+  fz_shutdown();
   return th_finish("test_fuzz_corpus");
 }

@@ -189,9 +189,7 @@ SEEDS = {
     "brk-kv-same-base": seed(MIX, 52, brk="kv_same_base"),
     "brk-sinks": seed(MIX, 53, brk="sinks", g=2, brk_param=0x81),
     "brk-window": seed(MIX, 54, brk="window", brk_param=2),
-    "brk-overflow-empty": seed((), 56, brk="overflow", brk_param=3, g=2),
-    "brk-huge-dims-v3": seed(MIX, 57, v3=True, brk="huge_dims",
-                             brk_param=0x2A),
+    # (seeds that crash belong in tests/fuzz/regressions/, not here)
     "brk-huge-dims": seed(MIX, 58, brk="huge_dims", brk_param=0x05),
     "brk-head-dim-v": seed(MIX, 55, brk="head_dim_v", layout="latent",
                            d=32, dv=16, brk_param=1),

@@ -247,29 +247,20 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   __attribute__((aligned(32))) float p[4 * DK];
   const int es = dt == RPA_F32 ? 4 : dt == RPA_BF16 || dt == RPA_F16 ? 2 : 1;
   const int KB = 8 / NR; /* keys per QK block */
-#ifndef PF_MODE
-#define PF_MODE 0
-#endif
-#ifndef PF_AHEAD
-#define PF_AHEAD 1
-#endif
-  if (PF_MODE == 2) for (int c = 0; c < n; c++) { prefetch_row(krows, c, n, D * es, 1); prefetch_row(vrows, c, n, Dv * es, 1); }
   for (int c0 = 0; c0 < n; c0 += KB) {
 #pragma GCC unroll 8
     for (int j = 0; j < KB; j++) {
       const int c = c0 + j;
-      /* the next step: the first line of each row (the hardware's
-         adjacent-line and stream prefetchers fetch the rest) */
-#ifndef NEXT_BYTES
-#define NEXT_BYTES 64
-#define NEXT_T0 0
-#endif
-      prefetch_row(knext, c, n_next, NEXT_BYTES, NEXT_T0);
-      prefetch_row(vnext, c, n_next, NEXT_BYTES, NEXT_T0);
-      /* this step's K a block ahead and V now, into L1 */
-      if (PF_MODE == 0) {
-      prefetch_row(krows, c + KB * PF_AHEAD, n, D * es, 1);
-      prefetch_row(vrows, c, n, Dv * es, 1);
+      if (n_next > 0) {
+        /* the rows the engine names next, whole, into L2: far enough
+           ahead to hide the memory latency behind this step */
+        prefetch_row(knext, c, n_next, D * es, 0);
+        prefetch_row(vnext, c, n_next, Dv * es, 0);
+      } else if (n_next == 0) {
+        /* none named (the hardware streams the slot's rows): this step's
+           K 8 keys ahead and its V now, into L1 */
+        prefetch_row(krows, c + 8, n, D * es, 1);
+        prefetch_row(vrows, c, n, Dv * es, 1);
       }
     }
     decode_qk(q, ld, krows, c0, n, D, dt, NR, KB, part);
@@ -278,42 +269,49 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   /* keys past n within the last 8: zero partials (never NaN garbage) */
   for (int r = 0; r < NR; r++)
     for (int c = (n + KB - 1) / KB * KB; c < nb * 8; c++) part[r * DK + c] = _mm256_setzero_ps();
+  /* The softmax in phases over all NR rows, so that the rows' chains
+     (reduce, max, exp, sum) overlap instead of running one after another. */
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
   const __m256 vk = _mm256_set1_ps(kmul);
+  __m256 bad[4], mx[4], sum[4];
+  float mt[4];
   for (int r = 0; r < NR; r++) {
-    __m256 s[DK / 8];
     /* s - s: 0 for a finite logit, NaN for a non-finite one (a NaN or an
        infinity in q or K), which then poisons the row's sum (kernels.h) */
-    __m256 bad = _mm256_setzero_ps(), mx = neg_inf;
+    bad[r] = _mm256_setzero_ps();
+    mx[r] = neg_inf;
     for (int b = 0; b < nb; b++) {
       const __m256 valid = _mm256_castsi256_ps(lane_mask8(n - 8 * b));
       __m256 x = _mm256_mul_ps(reduce8(part + r * DK + 8 * b), vk);
-      bad = _mm256_add_ps(bad, _mm256_and_ps(valid, _mm256_sub_ps(x, x)));
+      bad[r] = _mm256_add_ps(bad[r], _mm256_and_ps(valid, _mm256_sub_ps(x, x)));
       if (cap > 0.0f)
         x = _mm256_mul_ps(_mm256_set1_ps(cap),
                           tanh8(_mm256_mul_ps(x, _mm256_set1_ps(1.0f / cap))));
       x = _mm256_blendv_ps(neg_inf, x, valid);
-      s[b] = x;
-      mx = _mm256_max_ps(mx, x);
+      _mm256_store_ps(p + r * DK + 8 * b, x);
+      mx[r] = _mm256_max_ps(mx[r], x);
     }
-    const float mt = hmax8(mx);
-    if (mt > m[r]) {
+  }
+  for (int r = 0; r < NR; r++) mt[r] = hmax8(mx[r]);
+  for (int r = 0; r < NR; r++)
+    if (mt[r] > m[r]) {
       if (l[r] != 0.0f) {
-        const float alpha = expf(m[r] - mt);
+        const float alpha = expf(m[r] - mt[r]);
         l[r] *= alpha;
         scale_row8(o + (int64_t)r * ldo, Dv, alpha);
       }
-      m[r] = mt;
+      m[r] = mt[r];
     }
+  for (int r = 0; r < NR; r++) {
     const __m256 mr = _mm256_set1_ps(m[r]);
-    __m256 sum = bad;
+    sum[r] = bad[r];
     for (int b = 0; b < nb; b++) {
-      const __m256 e = exp_neg8(_mm256_sub_ps(s[b], mr));
+      const __m256 e = exp_neg8(_mm256_sub_ps(_mm256_load_ps(p + r * DK + 8 * b), mr));
       _mm256_store_ps(p + r * DK + 8 * b, e);
-      sum = _mm256_add_ps(sum, e);
+      sum[r] = _mm256_add_ps(sum[r], e);
     }
-    l[r] += hsum8(sum);
   }
+  for (int r = 0; r < NR; r++) l[r] += hsum8(sum[r]);
   decode_pv(o, ldo, p, vrows, n, Dv, dt, NR);
 }
 
@@ -321,9 +319,11 @@ static ALWAYS_INLINE void decode_step_dt(const rpa_decode_step_args *a,
                                          rpa_dtype dt) {
   const void *const *knext = a->knext, *const *vnext = a->vnext;
   int n_next = a->n_next;
-  int r = 0; /* the first row group prefetches the next step */
+  /* the first row group prefetches; later ones (n_next < 0) find the
+     rows in L1 */
+  int r = 0;
 #define ROWS(NR)                                                             \
-  for (; r + NR <= a->rows; r += NR, n_next = 0)                             \
+  for (; r + NR <= a->rows; r += NR, n_next = -1)                            \
     decode_rows(a->q + (int64_t)r * a->ld, a->ld, a->kmul, NR, a->krows,     \
                 a->vrows, a->n, a->D, a->Dv, dt, a->cap, a->m + r, a->l + r, \
                 a->o + (int64_t)r * a->ldo, a->ldo, knext, vnext, n_next);

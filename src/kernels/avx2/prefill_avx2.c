@@ -241,17 +241,40 @@ static void step(const rpa_prefill_item *it, const rpa_prefill_step_args *a) {
   pv_all(a->o, ldo, st, ldr, rows, vp, n, Dv);
 }
 
+/* Transposes an 8 x 8 block held in r[0..7] (rows in, columns out). */
+static ALWAYS_INLINE void transpose8(__m256 *r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 void rpa_prefill_begin__avx2(const rpa_prefill_item *it);
 void rpa_prefill_begin__avx2(const rpa_prefill_item *it) {
-  /* qt[d][r] = q[r][d] * kmul, zero for rows past it->rows */
+  /* qt[d][r] = q[r][d] * kmul for d < D, zero for rows past it->rows; q
+     rows are zero from D to ld (a multiple of 16), so whole 8 x 8 blocks
+     read nothing past a row */
   float *qt = (float *)it->qs;
+  const int ld = it->ld, ldr = it->ldr, rows = it->rows, D = it->D;
   const __m256 vm = _mm256_set1_ps(it->kmul);
-  for (int d = 0; d < it->D; d++) {
-    float *dst = qt + (int64_t)d * it->ldr;
-    for (int r = 0; r < it->rows; r++) dst[r] = it->q[(int64_t)r * it->ld + d];
-    for (int r = it->rows; r < it->ldr; r++) dst[r] = 0.0f;
-    for (int r = 0; r < it->ldr; r += 8) _mm256_storeu_ps(dst + r, _mm256_mul_ps(_mm256_loadu_ps(dst + r), vm));
-  }
+  for (int r0 = 0; r0 < ldr; r0 += 8)
+    for (int d0 = 0; d0 < D; d0 += 8) {
+      __m256 b[8];
+      for (int i = 0; i < 8; i++)
+        b[i] = r0 + i < rows ? _mm256_mul_ps(_mm256_loadu_ps(it->q + (int64_t)(r0 + i) * ld + d0), vm)
+                             : _mm256_setzero_ps();
+      transpose8(b);
+      const int nd = D - d0 < 8 ? D - d0 : 8;
+      for (int i = 0; i < nd; i++) _mm256_storeu_ps(qt + (int64_t)(d0 + i) * ldr + r0, b[i]);
+    }
 }
 
 void rpa_prefill_step__avx2(const rpa_prefill_step_args *a);
