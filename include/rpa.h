@@ -251,6 +251,37 @@ RPA_API rpa_status rpa_attention(rpa_context *ctx, const rpa_args *args);
 RPA_API rpa_status rpa_validate(rpa_context *ctx, const rpa_args *args);
 
 /* ------------------------------------------------------------------------ */
+/* Merging attention states.                                                */
+
+/* A partial attention result over some set of keys: out [T, H, Dv] (f32,
+   bf16 or f16; last axis contiguous) and its float32 log-sum-exp at
+   lse[t * lse_token_stride + h * lse_head_stride], as rpa_attention gives
+   them with args.lse set. A row whose key set is empty has lse -inf (its
+   out is then ignored). */
+typedef struct rpa_attn_state {
+  rpa_tensor out;
+  float *lse;
+  int64_t lse_token_stride;
+  int64_t lse_head_stride;
+} rpa_attn_state;
+
+/* dst = the result over the union of the two disjoint key sets of a and b
+   (docs/contract.md, section 16): per row, m = max(lse_a, lse_b),
+   w_a = exp(lse_a - m), w_b = exp(lse_b - m), out = out_a * (w_a / w) +
+   out_b * (w_b / w) with w = w_a + w_b, lse = m + log(w), in float32,
+   rounded once to dst's dtype. Symmetric in a and b (bitwise). Both lse
+   -inf: out 0, lse -inf. A row that meets a NaN, a +inf lse, or a
+   non-finite out element of a state with weight is NaN throughout (lse
+   too). dst may be a or b exactly (the same data, dtype and strides) for an
+   in-place merge; otherwise no written view may overlap another view. All
+   of dst is validated before anything is written; on error nothing is. */
+RPA_API rpa_status rpa_merge_states(rpa_context *ctx, int32_t num_tokens,
+                                    int32_t num_heads, int32_t head_dim,
+                                    const rpa_attn_state *a,
+                                    const rpa_attn_state *b,
+                                    const rpa_attn_state *dst);
+
+/* ------------------------------------------------------------------------ */
 /* Upstream-compatible convenience: RPA v3's arguments, combined layout.    */
 
 /* Upstream's optional arguments; NaN / 0 mean "None" as noted. */

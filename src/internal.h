@@ -101,6 +101,12 @@ rpa_status rpa_fail(rpa_context *ctx, rpa_status status, const char *fmt, ...)
 /* Scratch of at least bytes, 64-byte aligned, owned by ctx. NULL on OOM. */
 void *rpa_scratch(rpa_context *ctx, size_t bytes);
 
+/* Validation of rpa_merge_states' arguments (validate.c). */
+rpa_status rpa_validate_merge(rpa_context *ctx, int32_t num_tokens,
+                              int32_t num_heads, int32_t head_dim,
+                              const rpa_attn_state *a, const rpa_attn_state *b,
+                              const rpa_attn_state *dst);
+
 /* Full validation of args; fills info on success (validate.c). */
 rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *args,
                              rpa_batch_info *info);

@@ -3,6 +3,7 @@
    sequence. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -590,5 +591,97 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
   info->max_q_len = max_q;
   info->total_q = total_q;
   info->total_kv = total_kv;
+  return RPA_OK;
+}
+
+/* ---- rpa_merge_states ------------------------------------------------------ */
+
+/* One state's views (name "a", "b" or "dst"); written: dst. */
+static rpa_status check_state(rpa_context *ctx, const char *name,
+                              const rpa_attn_state *s, int64_t T, int64_t H,
+                              int64_t D, int written, view *out, view *lse) {
+  char what[16];
+  if (!s) return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL", name);
+  snprintf(what, sizeof what, "%s.out", name);
+  if (!is_io_dtype(s->out.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "%s: dtype %d, must be f32, bf16 or f16", what,
+                    (int)s->out.dtype);
+  const int empty = T == 0;
+  if (!s->out.data && !empty)
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL", what);
+  if (!s->lse && !empty)
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s.lse: NULL", name);
+  rpa_status st = check_tensor(ctx, name[0] == 'a'   ? "a.out"
+                                    : name[0] == 'b' ? "b.out"
+                                                     : "dst.out",
+                               &s->out, T, H, D, written, out);
+  if (st != RPA_OK) return st;
+  lse->name = name[0] == 'a' ? "a.lse" : name[0] == 'b' ? "b.lse" : "dst.lse";
+  lse->base = s->lse;
+  lse->span = 0;
+  if (s->lse_token_stride < 0 || s->lse_head_stride < 0)
+    return rpa_fail(ctx, RPA_INVALID_STRIDE, "%s: strides must be >= 0",
+                    lse->name);
+  const int64_t dims[2] = {T, H};
+  const int64_t strides[2] = {s->lse_token_stride, s->lse_head_stride};
+  if (!footprint(dims, strides, 2, sizeof(float), &lse->span) ||
+      !address_ok(s->lse, lse->span))
+    return rpa_fail(ctx, RPA_OVERFLOW, "%s: [%lld, %lld] overflows", lse->name,
+                    (long long)T, (long long)H);
+  if (written && !non_overlapping(dims, strides, 2))
+    return rpa_fail(ctx, RPA_INVALID_STRIDE,
+                    "%s: strides (%lld, %lld) make distinct elements overlap",
+                    lse->name, (long long)s->lse_token_stride,
+                    (long long)s->lse_head_stride);
+  return RPA_OK;
+}
+
+static int same_tensor(const rpa_tensor *x, const rpa_tensor *y) {
+  return x->data == y->data && x->dtype == y->dtype &&
+         x->token_stride == y->token_stride && x->head_stride == y->head_stride;
+}
+
+rpa_status rpa_validate_merge(rpa_context *ctx, int32_t T, int32_t H,
+                              int32_t D, const rpa_attn_state *a,
+                              const rpa_attn_state *b,
+                              const rpa_attn_state *dst) {
+  if (T < 0 || H <= 0 || D <= 0)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "num_tokens %d, num_heads %d, head_dim %d: need "
+                    "num_tokens >= 0 and the others > 0",
+                    (int)T, (int)H, (int)D);
+  view ao, al, bo, bl, dout, dl;
+  rpa_status st = check_state(ctx, "a", a, T, H, D, 0, &ao, &al);
+  if (st == RPA_OK) st = check_state(ctx, "b", b, T, H, D, 0, &bo, &bl);
+  if (st == RPA_OK) st = check_state(ctx, "dst", dst, T, H, D, 1, &dout, &dl);
+  if (st != RPA_OK) return st;
+  /* dst may be one of the inputs exactly: every element is then read before
+     it is written. Any other overlap of a written view is refused. */
+  const int out_is_a = same_tensor(&dst->out, &a->out),
+            out_is_b = same_tensor(&dst->out, &b->out);
+  const int lse_is_a = dst->lse == a->lse &&
+                       dst->lse_token_stride == a->lse_token_stride &&
+                       dst->lse_head_stride == a->lse_head_stride;
+  const int lse_is_b = dst->lse == b->lse &&
+                       dst->lse_token_stride == b->lse_token_stride &&
+                       dst->lse_head_stride == b->lse_head_stride;
+  const view *others[4] = {&ao, &bo, &al, &bl};
+  const int skip_out[4] = {out_is_a, out_is_b, 0, 0};
+  const int skip_lse[4] = {0, 0, lse_is_a, lse_is_b};
+  for (int i = 0; i < 4; i++) {
+    if (!skip_out[i] && views_overlap(&dout, others[i]))
+      return rpa_fail(ctx, RPA_OVERLAP,
+                      "dst.out overlaps %s (dst may be an input only "
+                      "exactly: the same data, dtype and strides)",
+                      others[i]->name);
+    if (!skip_lse[i] && views_overlap(&dl, others[i]))
+      return rpa_fail(ctx, RPA_OVERLAP,
+                      "dst.lse overlaps %s (dst may be an input only "
+                      "exactly: the same data and strides)",
+                      others[i]->name);
+  }
+  if (views_overlap(&dout, &dl))
+    return rpa_fail(ctx, RPA_OVERLAP, "dst.out overlaps dst.lse");
   return RPA_OK;
 }

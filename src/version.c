@@ -36,6 +36,7 @@ size_t rpa_abi_struct_size(const char *name) {
       {"rpa_kv_cache", sizeof(rpa_kv_cache)},
       {"rpa_context_options", sizeof(rpa_context_options)},
       {"rpa_v3_options", sizeof(rpa_v3_options)},
+      {"rpa_attn_state", sizeof(rpa_attn_state)},
   };
   if (!name) return 0;
   for (size_t i = 0; i < sizeof structs / sizeof structs[0]; i++)

@@ -13,6 +13,8 @@ Two calls:
   place; ``cache_views()`` turns upstream's, vLLM's and FlashInfer's buffers
   into the (k_cache, v_cache) views it takes; ``v_cache=None`` is a latent
   (MLA) cache.
+- ``merge_states(out_a, lse_a, out_b, lse_b)`` -> ``(out, lse)``: two
+  results over disjoint key sets combined into the result over their union.
 
 Arrays are NumPy arrays; bfloat16 and the fp8 types come from ml_dtypes
 (``ml_dtypes.bfloat16``, ``float8_e4m3fn``, ``float8_e5m2``). Bad input
@@ -24,14 +26,14 @@ calls from several threads run concurrently. Two calls must not write the
 same arrays (out, or the cache when it is updated in place) at once.
 """
 from ._api import (RPAError, attention, cache_views, get_kv_cache_shape,
-                   ragged_paged_attention)
+                   merge_states, ragged_paged_attention)
 from ._lib import library_path
 from ._lib import lib as _lib_handle
 
 __version__ = "0.1.0"
 
 __all__ = ["ragged_paged_attention", "attention", "cache_views",
-           "get_kv_cache_shape", "RPAError", "library_path", "kernel_sets",
+           "get_kv_cache_shape", "merge_states", "RPAError", "library_path", "kernel_sets",
            "kernel_set"]
 
 

@@ -328,6 +328,59 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     return (out, lse) if return_lse else out
 
 
+# ---- merging attention states --------------------------------------------
+
+def _state(name, out, lse, T, H, D, writable=False):
+    out = _array(f"{name} out", out, 3, writable)
+    if _lib.dtype_code(f"{name} out", out.dtype) not in _IO_DTYPES:
+        raise ValueError(f"{name} out: dtype {out.dtype} is not float32, "
+                         f"bfloat16 or float16")
+    _check_shape(f"{name} out", out, (T, H, D))
+    lse = _array(f"{name} lse", lse, 2, writable)
+    if lse.dtype != np.float32:
+        raise ValueError(f"{name} lse: dtype {lse.dtype}, must be float32")
+    _check_shape(f"{name} lse", lse, (T, H))
+    s = _lib.RpaAttnState()
+    os_ = _strides(f"{name} out", out)
+    s.out = _lib.RpaTensor(_ptr(out), _lib.dtype_code(f"{name} out", out.dtype),
+                           os_[0], os_[1])
+    ls = _strides(f"{name} lse", lse)
+    s.lse = _ptr(lse)
+    s.lse_token_stride, s.lse_head_stride = ls[0], ls[1]
+    return out, lse, s
+
+
+def merge_states(out_a, lse_a, out_b, lse_b, *, out=None, lse=None,
+                 out_dtype=None):
+    """The attention result over the union of two disjoint key sets, from
+    each set's result: out_* [T, H, Dv] (float32, bfloat16, float16) and
+    lse_* [T, H] float32, as ``attention(..., return_lse=True)`` returns
+    them (lse -inf: an empty set). Returns (out, lse): new arrays (out in
+    out_dtype, default out_a's dtype), or the given ``out``/``lse``, written
+    in place (they may be out_a/lse_a or out_b/lse_b themselves). In float32,
+    rounded once; symmetric in a and b; NaN rows as the contract says
+    (docs/contract.md, section 16)."""
+    a_out = _array("out_a", out_a, 3)
+    T, H, D = (int(n) for n in a_out.shape)
+    a_out, a_lse, sa = _state("a", a_out, lse_a, T, H, D)
+    b_out, b_lse, sb = _state("b", out_b, lse_b, T, H, D)
+    if out is None:
+        out = np.empty((T, H, D), dtype=a_out.dtype if out_dtype is None
+                       else np.dtype(out_dtype))
+    elif out_dtype is not None and np.dtype(out_dtype) != out.dtype:
+        raise ValueError(f"out: dtype {out.dtype} differs from out_dtype "
+                         f"{np.dtype(out_dtype)}")
+    if lse is None:
+        lse = np.empty((T, H), dtype=np.float32)
+    out, lse, sd = _state("dst", out, lse, T, H, D, writable=True)
+    ctx = _lib.context()
+    st = lib.rpa_merge_states(ctx.handle, T, H, D, ctypes.byref(sa),
+                              ctypes.byref(sb), ctypes.byref(sd))
+    if st != 0:
+        _raise(ctx, st)
+    return out, lse
+
+
 # ---- layouts --------------------------------------------------------------
 
 def cache_views(kv_cache, layout="combined", num_kv_heads=None, head_dim=None):

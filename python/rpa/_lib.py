@@ -131,6 +131,11 @@ class RpaV3Options(ctypes.Structure):
                 ("update_kv_cache", _i32), ("attention_sink", _p)]
 
 
+class RpaAttnState(ctypes.Structure):
+    _fields_ = [("out", RpaTensor), ("lse", _p), ("lse_token_stride", _i64),
+                ("lse_head_stride", _i64)]
+
+
 # Each mirror by its C name, as rpa_abi_struct_size() takes it.
 MIRRORS = {
     "rpa_args": RpaArgs,
@@ -138,6 +143,7 @@ MIRRORS = {
     "rpa_kv_cache": RpaKvCache,
     "rpa_context_options": RpaContextOptions,
     "rpa_v3_options": RpaV3Options,
+    "rpa_attn_state": RpaAttnState,
 }
 
 
@@ -213,6 +219,11 @@ lib.rpa_attention.restype = ctypes.c_int
 lib.rpa_attention.argtypes = [_ctx_p, ctypes.POINTER(RpaArgs)]
 lib.rpa_validate.restype = ctypes.c_int
 lib.rpa_validate.argtypes = [_ctx_p, ctypes.POINTER(RpaArgs)]
+lib.rpa_merge_states.restype = ctypes.c_int
+lib.rpa_merge_states.argtypes = [_ctx_p, _i32, _i32, _i32,
+                                 ctypes.POINTER(RpaAttnState),
+                                 ctypes.POINTER(RpaAttnState),
+                                 ctypes.POINTER(RpaAttnState)]
 lib.rpa_version_number.restype = ctypes.c_int
 lib.rpa_version_number.argtypes = []
 

@@ -12,7 +12,7 @@ import rpa
 from rpa import _lib
 
 STRUCTS = ["rpa_args", "rpa_tensor", "rpa_kv_cache", "rpa_context_options",
-           "rpa_v3_options"]
+           "rpa_v3_options", "rpa_attn_state"]
 
 
 def test_every_public_struct_has_a_mirror():

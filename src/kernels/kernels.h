@@ -137,8 +137,8 @@ static inline size_t rpa_kernel_staging_floats(int ld, int ldr) {
   return (size_t)ld * (size_t)ldr;
 }
 
-/* The sets, each in its folder. Portable C (scalar/) is compiled once per
-   x86 level without its own kernels (avx2/). */
+/* The sets, each in its folder: scalar/ (portable C), avx2/ and avx512/
+   (x86 only). */
 extern const rpa_kernels rpa_kernels_scalar;
 #if RPA_HAVE_X86_KERNELS
 extern const rpa_kernels rpa_kernels_avx2;
