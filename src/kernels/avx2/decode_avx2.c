@@ -71,89 +71,112 @@ static ALWAYS_INLINE void widen_block16(const void *row, int d, rpa_dtype dt,
   }
 }
 
-/* Prefetches the first `lines` 64-byte lines of row i (i < n) with hint
-   T0 or T1: straight-line code for rows of up to 4 lines. */
-static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
-                                       int lines, const int t0) {
-  if (i >= n) return;
-  const char *p = rows[i];
-#define PF(off)                                \
-  do {                                         \
-    if (t0)                                    \
-      _mm_prefetch(p + (off), _MM_HINT_T0);    \
-    else                                       \
-      _mm_prefetch(p + (off), _MM_HINT_T1);    \
-  } while (0)
-  PF(0);
-  if (lines > 1) PF(64);
-  if (lines > 2) PF(128);
-  if (lines > 3) PF(192);
-  for (int b = 4; b < lines; b++) PF(64 * b);
-#undef PF
+/* Half h (0: lo, 1: hi) of widen_block16. */
+static ALWAYS_INLINE __m256 widen_half16(const void *row, int d, int h,
+                                         rpa_dtype dt) {
+  if (dt == RPA_BF16) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + d));
+    return _mm256_castsi256_ps(h ? _mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u))
+                                 : _mm256_slli_epi32(w, 16));
+  }
+  return widen8_full(advance2(row, dt, d + 8 * h), dt);
 }
 
-/* part[r * DK + c] = the 8-lane partial dot products of q row r with key
-   c, for NR rows and one key. 8 accumulator chains (8 / NR per row, taking
-   the half blocks of 8 dims in turn) keep both FMA pipes busy; q comes
-   from L1 as the FMAs' memory operand, so each 16-dim block of the key is
-   one load and its widening, then 2 * NR FMAs. The chains are summed in a
-   fixed order, the same for every row grouping. */
-static ALWAYS_INLINE void decode_qk1(const float *q, int ld, const void *krow,
-                                     int D, rpa_dtype dt, const int NR,
-                                     __m256 *part) {
-  enum { A = 8 };
-  const int per = A / NR; /* chains per row: 2, 4 or 8 */
-  __m256 acc[A];
-#pragma GCC unroll 8
-  for (int i = 0; i < A; i++) acc[i] = _mm256_setzero_ps();
-  const float *qp[4];
-  for (int r = 0; r < NR; r++) qp[r] = q + (int64_t)r * ld;
-  const int dfull = D / 16 * 16;
-  /* one 16-dim block from d into chains j and j + 1 of each row */
-#define QK_BLOCK(d, j)                                                     \
-  do {                                                                     \
-    __m256 lo, hi;                                                         \
-    widen_block16(krow, d, dt, &lo, &hi);                                  \
-    for (int r = 0; r < NR; r++) {                                         \
-      acc[r * per + (j)] = _mm256_fmadd_ps(_mm256_loadu_ps(qp[r] + (d)), lo, \
-                                           acc[r * per + (j)]);            \
-      acc[r * per + (j) + 1] = _mm256_fmadd_ps(                            \
-          _mm256_loadu_ps(qp[r] + (d) + 8), hi, acc[r * per + (j) + 1]);   \
-    }                                                                      \
-  } while (0)
-  const int U = per / 2; /* blocks per round: every chain once */
-  int d = 0;
-  for (; d + 16 * U <= dfull; d += 16 * U) {
-    QK_BLOCK(d, 0);
-    if (U > 1) QK_BLOCK(d + 16, 2);
-    if (U > 2) {
-      QK_BLOCK(d + 32, 4);
-      QK_BLOCK(d + 48, 6);
-    }
-  }
-  for (; d < dfull; d += 16) QK_BLOCK(d, 0);
-#undef QK_BLOCK
-  for (; d < D; d += 8) { /* the tail, natural order */
-    const __m256 kv = widen8_part(advance2(krow, dt, d), dt, D - d);
-    for (int r = 0; r < NR; r++)
-      acc[r * per] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (int64_t)r * ld + d),
-                                     kv, acc[r * per]);
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < NR; r++) {
-    __m256 *a = acc + r * per;
-    if (per == 8) {
-      a[0] = _mm256_add_ps(a[0], a[4]), a[1] = _mm256_add_ps(a[1], a[5]);
-      a[2] = _mm256_add_ps(a[2], a[6]), a[3] = _mm256_add_ps(a[3], a[7]);
-    }
-    if (per >= 4) a[0] = _mm256_add_ps(a[0], a[2]), a[1] = _mm256_add_ps(a[1], a[3]);
-    part[r * DK] = _mm256_add_ps(a[0], a[1]);
+/* Prefetches `bytes` of row i (i < n) with hint T0 or T1. */
+static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
+                                       int bytes, const int t0) {
+  if (i >= n) return;
+  const char *p = rows[i];
+  for (int b = 0; b < bytes; b += 64) {
+    if (t0)
+      _mm_prefetch(p + b, _MM_HINT_T0);
+    else
+      _mm_prefetch(p + b, _MM_HINT_T1);
   }
 }
+
+/* part[r * DK + c0 + j] = the 8-lane partial dot products of q row r with
+   key c0 + j, j < KB; keys at or past n repeat key n - 1 (their logits are
+   masked later). NR * KB = 8 accumulators, in named variables (GCC keeps
+   small arrays of vectors on the stack): per half block (8 dims), q of the
+   NR rows in registers, then each key's 8 dims widened once and used by
+   every row. */
+#define QK_FMA(a, qv, kv) a = _mm256_fmadd_ps(qv, kv, a)
+/* q vectors held in registers: without this GCC folds each q load into
+   every FMA that uses it, and the loads, not the FMAs, set the pace */
+#define KEEP2(a, b) __asm__("" : "+x"(a), "+x"(b))
+#define KEEP4(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
+static ALWAYS_INLINE void decode_qk(const float *q, int ld,
+                                    const void *const *krows, int c0, int n,
+                                    int D, rpa_dtype dt, const int NR,
+                                    const int KB, __m256 *part) {
+  const void *kr[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < KB; j++) kr[j] = krows[c0 + j < n ? c0 + j : n - 1];
+  const float *q0 = q, *q1 = q + (NR > 1 ? ld : 0), *q2 = q + (NR > 2 ? 2 * (int64_t)ld : 0),
+              *q3 = q + (NR > 3 ? 3 * (int64_t)ld : 0);
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+         a6 = a0, a7 = a0;
+  const int dfull = D / 16 * 16;
+  /* one half block: x = offset of the 8 dims in q, k(j) = key j's 8 dims */
+#define QK_HALF(x, K)                                                         \
+  do {                                                                        \
+    if (NR == 4) {                                                            \
+      __m256 v0 = _mm256_loadu_ps(q0 + (x)), v1 = _mm256_loadu_ps(q1 + (x)); \
+      __m256 v2 = _mm256_loadu_ps(q2 + (x)), v3 = _mm256_loadu_ps(q3 + (x)); \
+      KEEP4(v0, v1, v2, v3);                                                  \
+      __m256 kv = K(0);                                                       \
+      QK_FMA(a0, v0, kv); QK_FMA(a2, v1, kv); QK_FMA(a4, v2, kv); QK_FMA(a6, v3, kv); \
+      kv = K(1);                                                              \
+      QK_FMA(a1, v0, kv); QK_FMA(a3, v1, kv); QK_FMA(a5, v2, kv); QK_FMA(a7, v3, kv); \
+    } else if (NR == 2) {                                                     \
+      __m256 v0 = _mm256_loadu_ps(q0 + (x)), v1 = _mm256_loadu_ps(q1 + (x));  \
+      KEEP2(v0, v1);                                                          \
+      __m256 kv = K(0); QK_FMA(a0, v0, kv); QK_FMA(a4, v1, kv);               \
+      kv = K(1); QK_FMA(a1, v0, kv); QK_FMA(a5, v1, kv);                      \
+      kv = K(2); QK_FMA(a2, v0, kv); QK_FMA(a6, v1, kv);                      \
+      kv = K(3); QK_FMA(a3, v0, kv); QK_FMA(a7, v1, kv);                      \
+    } else {                                                                  \
+      const __m256 v0 = _mm256_loadu_ps(q0 + (x));                            \
+      QK_FMA(a0, v0, K(0)); QK_FMA(a1, v0, K(1)); QK_FMA(a2, v0, K(2));       \
+      QK_FMA(a3, v0, K(3)); QK_FMA(a4, v0, K(4)); QK_FMA(a5, v0, K(5));       \
+      QK_FMA(a6, v0, K(6)); QK_FMA(a7, v0, K(7));                             \
+    }                                                                         \
+  } while (0)
+  for (int d = 0; d < dfull; d += 16) {
+#define K_LO(j) widen_half16(kr[j], d, 0, dt)
+#define K_HI(j) widen_half16(kr[j], d, 1, dt)
+    QK_HALF(d, K_LO);
+    QK_HALF(d + 8, K_HI);
+#undef K_LO
+#undef K_HI
+  }
+  for (int d = dfull; d < D; d += 8) { /* the tail, natural order */
+#define K_TAIL(j) widen8_part(advance2(kr[j], dt, d), dt, D - d)
+    QK_HALF(d, K_TAIL);
+#undef K_TAIL
+  }
+#undef QK_HALF
+  /* accumulator i is row i / KB, key i % KB */
+  __m256 *pr = part + c0;
+  if (NR == 4) {
+    pr[0] = a0, pr[1] = a1, pr[DK] = a2, pr[DK + 1] = a3;
+    pr[2 * DK] = a4, pr[2 * DK + 1] = a5, pr[3 * DK] = a6, pr[3 * DK + 1] = a7;
+  } else if (NR == 2) {
+    pr[0] = a0, pr[1] = a1, pr[2] = a2, pr[3] = a3;
+    pr[DK] = a4, pr[DK + 1] = a5, pr[DK + 2] = a6, pr[DK + 3] = a7;
+  } else {
+    pr[0] = a0, pr[1] = a1, pr[2] = a2, pr[3] = a3;
+    pr[4] = a4, pr[5] = a5, pr[6] = a6, pr[7] = a7;
+  }
+}
+#undef QK_FMA
+#undef KEEP2
+#undef KEEP4
 
 /* o[RG rows][NB blocks of 16 dims from d] += sum_c p[r][c] V[c] over the
    step's n keys; RG * NB * 2 = 8 accumulators. */
-static ALWAYS_INLINE void decode_pv_blocks(float *o, int ldo, const __m256 *pb,
+static ALWAYS_INLINE void decode_pv_blocks(float *o, int ldo, const float *p,
                                            const void *const *vrows, int n,
                                            int d, rpa_dtype dt, const int RG,
                                            const int NB) {
@@ -169,9 +192,10 @@ static ALWAYS_INLINE void decode_pv_blocks(float *o, int ldo, const __m256 *pb,
     for (int b = 0; b < NB; b++) widen_block16(vrows[c], d + 16 * b, dt, &vv[2 * b], &vv[2 * b + 1]);
 #pragma GCC unroll 4
     for (int r = 0; r < RG; r++) {
+      const __m256 pb = _mm256_broadcast_ss(p + r * DK + c);
 #pragma GCC unroll 8
       for (int v = 0; v < 2 * NB; v++)
-        acc[r * 2 * NB + v] = _mm256_fmadd_ps(pb[r * DK + c], vv[v], acc[r * 2 * NB + v]);
+        acc[r * 2 * NB + v] = _mm256_fmadd_ps(pb, vv[v], acc[r * 2 * NB + v]);
     }
   }
 #pragma GCC unroll 4
@@ -183,7 +207,7 @@ static ALWAYS_INLINE void decode_pv_blocks(float *o, int ldo, const __m256 *pb,
 
 /* The same for one natural 8-dim vector from d (the tail past the whole
    blocks), V read no further than Dv. */
-static ALWAYS_INLINE void decode_pv_tail(float *o, int ldo, const __m256 *pb,
+static ALWAYS_INLINE void decode_pv_tail(float *o, int ldo, const float *p,
                                          const void *const *vrows, int n, int d,
                                          int Dv, rpa_dtype dt, const int RG) {
   __m256 acc[4];
@@ -193,22 +217,22 @@ static ALWAYS_INLINE void decode_pv_tail(float *o, int ldo, const __m256 *pb,
     const __m256 vv = widen8_part(advance2(vrows[c], dt, d), dt, Dv - d);
 #pragma GCC unroll 4
     for (int r = 0; r < RG; r++)
-      acc[r] = _mm256_fmadd_ps(pb[r * DK + c], vv, acc[r]);
+      acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + r * DK + c), vv, acc[r]);
   }
 #pragma GCC unroll 4
   for (int r = 0; r < RG; r++) _mm256_storeu_ps(o + (int64_t)r * ldo + d, acc[r]);
 }
 
-static ALWAYS_INLINE void decode_pv(float *o, int ldo, const __m256 *pb,
+static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
                                     const void *const *vrows, int n, int Dv,
                                     rpa_dtype dt, const int RG) {
   const int NB = 4 / RG; /* 16-dim blocks per pass */
   const int dfull = Dv / 16 * 16;
   int d = 0;
   for (; d + 16 * NB <= dfull; d += 16 * NB)
-    decode_pv_blocks(o, ldo, pb, vrows, n, d, dt, RG, NB);
-  for (; d < dfull; d += 16) decode_pv_blocks(o, ldo, pb, vrows, n, d, dt, RG, 1);
-  for (; d < Dv; d += 8) decode_pv_tail(o, ldo, pb, vrows, n, d, Dv, dt, RG);
+    decode_pv_blocks(o, ldo, p, vrows, n, d, dt, RG, NB);
+  for (; d < dfull; d += 16) decode_pv_blocks(o, ldo, p, vrows, n, d, dt, RG, 1);
+  for (; d < Dv; d += 8) decode_pv_tail(o, ldo, p, vrows, n, d, Dv, dt, RG);
 }
 
 /* One step of n <= 32 keys for NR (4, 2 or 1) query rows. */
@@ -222,27 +246,29 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   __attribute__((aligned(32))) __m256 part[4 * DK];
   __attribute__((aligned(32))) float p[4 * DK];
   const int es = dt == RPA_F32 ? 4 : dt == RPA_BF16 || dt == RPA_F16 ? 2 : 1;
-  const int klines = (D * es + 63) / 64, vlines = (Dv * es + 63) / 64;
-  for (int c = 0; c < n; c++) {
-    {
+  const int KB = 8 / NR; /* keys per QK block */
+  for (int c0 = 0; c0 < n; c0 += KB) {
+#pragma GCC unroll 8
+    for (int j = 0; j < KB; j++) {
+      const int c = c0 + j;
       if (n_next > 0) {
         /* the rows the engine names next, whole, into L2: far enough
            ahead to hide the memory latency behind this step */
-        prefetch_row(knext, c, n_next, klines, 0);
-        prefetch_row(vnext, c, n_next, vlines, 0);
+        prefetch_row(knext, c, n_next, D * es, 0);
+        prefetch_row(vnext, c, n_next, Dv * es, 0);
       } else if (n_next == 0) {
         /* none named (the hardware streams the slot's rows): this step's
            K 8 keys ahead and its V now, into L1 */
-        prefetch_row(krows, c + 8, n, klines, 1);
-        prefetch_row(vrows, c, n, vlines, 1);
+        prefetch_row(krows, c + 8, n, D * es, 1);
+        prefetch_row(vrows, c, n, Dv * es, 1);
       }
     }
-    decode_qk1(q, ld, krows[c], D, dt, NR, part + c);
+    decode_qk(q, ld, krows, c0, n, D, dt, NR, KB, part);
   }
   const int nb = (n + 7) / 8;
   /* keys past n within the last 8: zero partials (never NaN garbage) */
   for (int r = 0; r < NR; r++)
-    for (int c = n; c < nb * 8; c++) part[r * DK + c] = _mm256_setzero_ps();
+    for (int c = (n + KB - 1) / KB * KB; c < nb * 8; c++) part[r * DK + c] = _mm256_setzero_ps();
   /* The softmax in phases over all NR rows, so that the rows' chains
      (reduce, max, exp, sum) overlap instead of running one after another. */
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
@@ -286,10 +312,7 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
     }
   }
   for (int r = 0; r < NR; r++) l[r] += hsum8(sum[r]);
-  /* each weight broadcast once, then the FMAs' memory operand in P V */
-  for (int r = 0; r < NR; r++)
-    for (int c = 0; c < n; c++) part[r * DK + c] = _mm256_broadcast_ss(p + r * DK + c);
-  decode_pv(o, ldo, part, vrows, n, Dv, dt, NR);
+  decode_pv(o, ldo, p, vrows, n, Dv, dt, NR);
 }
 
 static ALWAYS_INLINE void decode_step_dt(const rpa_decode_step_args *a,
