@@ -37,7 +37,7 @@ static const bench_builtin builtins[] = {
     /* KV dtypes, page sizes, cache layouts, KV-share mode */
     {"llama3-8b.decode.32x4k.f32.p16", LLAMA3_8B "seqs=32*1:4k dtype=f32", 0},
     {"llama3-8b.decode.32x4k.f16.p16", LLAMA3_8B "seqs=32*1:4k dtype=f16", 0},
-    {"llama3-8b.decode.32x4k.fp8.p16", LLAMA3_8B "seqs=32*1:4k kv=fp8", 0},
+    {"llama3-8b.decode.32x4k.fp8.p16", LLAMA3_8B "seqs=32*1:4k kv=fp8", 1},
     {"llama3-8b.decode.32x4k.fp8e5m2.p16",
      LLAMA3_8B "seqs=32*1:4k kv=fp8_e5m2", 0},
     {"llama3-8b.decode.32x4k.bf16.p128", LLAMA3_8B "seqs=32*1:4k page=128", 0},
@@ -67,7 +67,7 @@ static const bench_builtin builtins[] = {
     {"llama3-8b.mixed.62x1+1x256.bf16.p16",
      LLAMA3_8B "seqs=62*1:" SPREAD ",256:1k", 0},
     /* Llama-3-70B per device under 8-way tensor parallelism */
-    {"llama3-70b-tp8.decode.32x4k.bf16.p16", LLAMA3_70B_TP8 "seqs=32*1:4k", 0},
+    {"llama3-70b-tp8.decode.32x4k.bf16.p16", LLAMA3_70B_TP8 "seqs=32*1:4k", 1},
     {"llama3-70b-tp8.decode.64xspread.bf16.p16",
      LLAMA3_70B_TP8 "seqs=64*1:" SPREAD, 0},
     {"llama3-70b-tp8.prefill.2048.bf16.p16", LLAMA3_70B_TP8 "seqs=2048:2048",
