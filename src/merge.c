@@ -38,23 +38,21 @@ static void merge_row(const rpa_attn_state *a, const rpa_attn_state *b,
     fa = wa / w;
     fb = wb / w;
   }
-  /* A state with weight that holds a non-finite element poisons the row;
-     a state without weight (lse -inf) is not read. */
+  /* One pass: each element read before its slot is written (dst may be a
+     or b). A state with weight that holds a non-finite element poisons the
+     row, which is then written again as NaN; a state without weight (lse
+     -inf) is not read. Both terms always, in the same order, so a and b
+     swap bitwise. */
   for (int32_t d = 0; d < D && !bad; d++) {
     const float va = fa != 0.0f ? rpa_load_f32(a->out.data, a->out.dtype, ra + d) : 0.0f;
     const float vb = fb != 0.0f ? rpa_load_f32(b->out.data, b->out.dtype, rb + d) : 0.0f;
     bad = !isfinite(va) || !isfinite(vb);
+    rpa_store_f32(dst->out.data, dst->out.dtype, rd + d, va * fa + vb * fb);
   }
   if (bad) {
     for (int32_t d = 0; d < D; d++) rpa_store_f32(dst->out.data, dst->out.dtype, rd + d, NAN);
     *dl = NAN;
     return;
-  }
-  for (int32_t d = 0; d < D; d++) {
-    /* both terms always, in the same order, so a and b swap bitwise */
-    const float va = fa != 0.0f ? rpa_load_f32(a->out.data, a->out.dtype, ra + d) : 0.0f;
-    const float vb = fb != 0.0f ? rpa_load_f32(b->out.data, b->out.dtype, rb + d) : 0.0f;
-    rpa_store_f32(dst->out.data, dst->out.dtype, rd + d, va * fa + vb * fb);
   }
   *dl = m + logf(w);
 }

@@ -3,7 +3,6 @@
    sequence. */
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -596,43 +595,40 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
 
 /* ---- rpa_merge_states ------------------------------------------------------ */
 
-/* One state's views (name "a", "b" or "dst"); written: dst. */
+/* One state's views; name is "a", "b" or "dst", out_name and lse_name its
+   parts as messages name them; written: dst. */
 static rpa_status check_state(rpa_context *ctx, const char *name,
+                              const char *out_name, const char *lse_name,
                               const rpa_attn_state *s, int64_t T, int64_t H,
                               int64_t D, int written, view *out, view *lse) {
-  char what[16];
   if (!s) return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL", name);
-  snprintf(what, sizeof what, "%s.out", name);
   if (!is_io_dtype(s->out.dtype))
     return rpa_fail(ctx, RPA_INVALID_DTYPE,
-                    "%s: dtype %d, must be f32, bf16 or f16", what,
+                    "%s: dtype %d, must be f32, bf16 or f16", out_name,
                     (int)s->out.dtype);
   const int empty = T == 0;
   if (!s->out.data && !empty)
-    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL", what);
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL", out_name);
   if (!s->lse && !empty)
-    return rpa_fail(ctx, RPA_NULL_POINTER, "%s.lse: NULL", name);
-  rpa_status st = check_tensor(ctx, name[0] == 'a'   ? "a.out"
-                                    : name[0] == 'b' ? "b.out"
-                                                     : "dst.out",
-                               &s->out, T, H, D, written, out);
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL", lse_name);
+  rpa_status st = check_tensor(ctx, out_name, &s->out, T, H, D, written, out);
   if (st != RPA_OK) return st;
-  lse->name = name[0] == 'a' ? "a.lse" : name[0] == 'b' ? "b.lse" : "dst.lse";
+  lse->name = lse_name;
   lse->base = s->lse;
   lse->span = 0;
   if (s->lse_token_stride < 0 || s->lse_head_stride < 0)
     return rpa_fail(ctx, RPA_INVALID_STRIDE, "%s: strides must be >= 0",
-                    lse->name);
+                    lse_name);
   const int64_t dims[2] = {T, H};
   const int64_t strides[2] = {s->lse_token_stride, s->lse_head_stride};
   if (!footprint(dims, strides, 2, sizeof(float), &lse->span) ||
       !address_ok(s->lse, lse->span))
-    return rpa_fail(ctx, RPA_OVERFLOW, "%s: [%lld, %lld] overflows", lse->name,
+    return rpa_fail(ctx, RPA_OVERFLOW, "%s: [%lld, %lld] overflows", lse_name,
                     (long long)T, (long long)H);
   if (written && !non_overlapping(dims, strides, 2))
     return rpa_fail(ctx, RPA_INVALID_STRIDE,
                     "%s: strides (%lld, %lld) make distinct elements overlap",
-                    lse->name, (long long)s->lse_token_stride,
+                    lse_name, (long long)s->lse_token_stride,
                     (long long)s->lse_head_stride);
   return RPA_OK;
 }
@@ -652,9 +648,11 @@ rpa_status rpa_validate_merge(rpa_context *ctx, int32_t T, int32_t H,
                     "num_tokens >= 0 and the others > 0",
                     (int)T, (int)H, (int)D);
   view ao, al, bo, bl, dout, dl;
-  rpa_status st = check_state(ctx, "a", a, T, H, D, 0, &ao, &al);
-  if (st == RPA_OK) st = check_state(ctx, "b", b, T, H, D, 0, &bo, &bl);
-  if (st == RPA_OK) st = check_state(ctx, "dst", dst, T, H, D, 1, &dout, &dl);
+  rpa_status st = check_state(ctx, "a", "a.out", "a.lse", a, T, H, D, 0, &ao, &al);
+  if (st == RPA_OK)
+    st = check_state(ctx, "b", "b.out", "b.lse", b, T, H, D, 0, &bo, &bl);
+  if (st == RPA_OK)
+    st = check_state(ctx, "dst", "dst.out", "dst.lse", dst, T, H, D, 1, &dout, &dl);
   if (st != RPA_OK) return st;
   /* dst may be one of the inputs exactly: every element is then read before
      it is written. Any other overlap of a written view is refused. */
