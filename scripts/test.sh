@@ -25,6 +25,12 @@ passed=0
 failed=0
 stage_failures=0
 
+# Adds the counts of one "NAME: N passed, M failed" line to the totals.
+add_counts() {
+  passed=$((passed + $(echo "$1" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
+  failed=$((failed + $(echo "$1" | sed -E 's/.* ([0-9]+) failed$/\1/')))
+}
+
 build() { # dir, cmake args...
   local dir=$1
   shift
@@ -168,14 +174,11 @@ python_stage() {
 # Reliability: ThreadSanitizer (clang) and allocation faults (the gcc
 # build); its indented "   NAME: N passed, M failed" lines are summed.
 reliability_stage() {
-  local out line p f
+  local out line
   out=$(scripts/test_reliability.sh 2>&1)
   printf '%s\n' "$out" | grep -v '^reliability: '
   while IFS= read -r line; do
-    p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
-    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
-    passed=$((passed + p))
-    failed=$((failed + f))
+    add_counts "$line"
   done < <(printf '%s\n' "$out" | grep -E '^   [A-Za-z0-9_-]+: [0-9]+ passed, [0-9]+ failed$')
   printf '%s\n' "$out" | grep -qE '^reliability: ' || {
     echo "   reliability: no summary (the script stopped): counted as 1 failed"
@@ -189,7 +192,7 @@ reliability_stage
 # tests/fuzz/regressions/. Its "   fuzz: N passed, M failed" line is summed;
 # clang or libFuzzer missing counts as failed.
 fuzz_stage() {
-  local out line p f
+  local out line
   out=$(scripts/test_fuzz.sh 2>&1)
   printf '%s\n' "$out"
   line=$(printf '%s\n' "$out" | grep -E '^   fuzz: [0-9]+ passed, [0-9]+ failed$' | tail -1)
@@ -198,10 +201,7 @@ fuzz_stage() {
     failed=$((failed + 1))
     return
   fi
-  p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
-  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
-  passed=$((passed + p))
-  failed=$((failed + f))
+  add_counts "$line"
 }
 fuzz_stage
 
