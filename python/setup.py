@@ -5,6 +5,12 @@
 `rpa` in setuptools' temporary build directory, and copies the library into
 the wheel as rpa/librpa.so. Extra CMake arguments: RPA_CMAKE_ARGS.
 
+rpa.jax's XLA FFI handler, librpa_jax.so, is built and shipped too when
+jaxlib's FFI headers are found: $RPA_JAX_INCLUDE_DIR, else
+jax.ffi.include_dir() of the Python running this build (an environment with
+jax and `pip install --no-build-isolation ./python`). Without them the
+package installs without rpa.jax, and says so.
+
 Where there is no source tree or no cmake, an already built library is
 shipped instead: $RPA_LIBRARY, else <repo>/build/librpa.so. Failing those,
 the package installs without a library and looks for one at import time
@@ -35,13 +41,37 @@ def _log(msg):
     print(f"rpa setup: {msg}", file=sys.stderr, flush=True)
 
 
+def _jax_include_dir():
+    """jaxlib's FFI headers, or None (with the reason logged)."""
+    env = os.environ.get("RPA_JAX_INCLUDE_DIR")
+    if env:
+        if not os.path.isfile(os.path.join(env, "xla", "ffi", "api",
+                                           "c_api.h")):
+            raise RuntimeError(f"rpa setup: RPA_JAX_INCLUDE_DIR={env} holds "
+                               "no xla/ffi/api/c_api.h")
+        return env
+    try:
+        import jax.ffi
+        return jax.ffi.include_dir()
+    except Exception as e:  # no jax here (pip's isolated build, say)
+        _log(f"building without rpa.jax: jaxlib's FFI headers not found "
+             f"(import jax.ffi: {e}); set RPA_JAX_INCLUDE_DIR or install "
+             "with --no-build-isolation where jax is installed")
+        return None
+
+
 def _cmake_build(build_temp):
     bdir = os.path.join(os.path.abspath(build_temp), "cmake-rpa")
     os.makedirs(bdir, exist_ok=True)
     configure = ["cmake", "-S", ROOT, "-B", bdir,
                  "-DCMAKE_BUILD_TYPE=Release", "-DRPA_WERROR=OFF"]
+    jax_inc = _jax_include_dir()
+    targets = ["rpa"]
+    if jax_inc:
+        configure.append(f"-DRPA_JAX_INCLUDE_DIR={jax_inc}")
+        targets.append("rpa_jax")
     configure += shlex.split(os.environ.get("RPA_CMAKE_ARGS", ""))
-    build = ["cmake", "--build", bdir, "--target", "rpa",
+    build = ["cmake", "--build", bdir, "--target", *targets,
              "-j", str(os.cpu_count() or 2)]
     for cmd in (configure, build):
         _log(" ".join(cmd))
@@ -87,6 +117,11 @@ class build_py_with_lib(build_py):
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.copyfile(os.path.realpath(lib), dest)
         _log(f"shipping {os.path.realpath(lib)} as rpa/librpa.so")
+        handler = os.path.join(os.path.dirname(lib), "librpa_jax.so")
+        if os.path.exists(handler):
+            shutil.copyfile(handler, os.path.join(os.path.dirname(dest),
+                                                  "librpa_jax.so"))
+            _log(f"shipping {handler} as rpa/librpa_jax.so (rpa.jax)")
 
 
 setup(distclass=BinaryDistribution, cmdclass={"build_py": build_py_with_lib})

@@ -129,8 +129,10 @@ fi
 #    and JAX's caches inside, so reruns are fast), the pinned test
 #    dependencies, tpu-inference without its dependencies (for its reference
 #    functions), the package installed as a user would (`pip install
-#    ./python`), then pytest: unit tests and conformance against JAX's and
-#    tpu-inference's references. Missing references fail, never skip.
+#    ./python`, with jaxlib's FFI headers named so that rpa.jax's handler is
+#    built), then pytest: unit tests, the JAX op, and conformance against
+#    JAX's and tpu-inference's references. Missing references fail, never
+#    skip.
 python_stage() {
   local venv=.venv-test log=.venv-test.log
   echo "== python package (pytest in $venv)"
@@ -139,6 +141,8 @@ python_stage() {
     "$venv/bin/pip" install -q -r python/requirements-test.txt >>"$log" 2>&1 &&
     "$venv/bin/pip" install -q --no-deps -r python/requirements-upstream.txt \
       >>"$log" 2>&1 &&
+    RPA_JAX_INCLUDE_DIR=$("$venv/bin/python" -c \
+      'import jax.ffi; print(jax.ffi.include_dir())' 2>>"$log") \
     "$venv/bin/pip" install -q --no-deps --force-reinstall ./python \
       >>"$log" 2>&1 || {
     tail -30 "$log"

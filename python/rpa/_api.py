@@ -465,8 +465,8 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
                            sm_scale=1.0, sliding_window=None, soft_cap=None,
                            q_scale=None, k_scale=None, v_scale=None,
                            use_causal_mask=True, update_kv_cache=True,
-                           attention_sink=None, num_threads=None, out=None,
-                           inplace=False):
+                           attention_sink=None, num_threads=None, isa=None,
+                           out=None, inplace=False):
     """RPA v3's call (vllm-project/tpu-inference,
     tpu_inference/kernels/ragged_paged_attention/v3/kernel.py) on CPU.
 
@@ -488,7 +488,8 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     and returns it, saving the copy. With update_kv_cache=False nothing is
     written and kv_cache itself is returned.
 
-    num_threads: worker threads of the library (None: all CPUs).
+    num_threads: worker threads of the library (None: all CPUs); isa: the
+    kernel set (None: RPA_ISA, else the best), as in attention().
     """
     if keys is None and update_kv_cache:
         raise ValueError("keys: None while update_kv_cache is True")
@@ -527,5 +528,5 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
                        soft_cap=soft_cap, q_scale=q_scale, k_scale=k_scale,
                        v_scale=v_scale, causal=use_causal_mask,
                        update_kv_cache=update_kv_cache, sinks=attention_sink,
-                       out=out, num_threads=num_threads)
+                       out=out, num_threads=num_threads, isa=isa)
     return output, cache
