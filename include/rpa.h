@@ -238,6 +238,22 @@ typedef struct rpa_args {
   const float *sinks;   /* optional [Hq] float32 logits joining the softmax
                            denominator only */
   int32_t update_kv_cache; /* default 1. 0: KV-share mode, read-only cache */
+
+  /* Optional custom masks over the new tokens (speculative decoding: the
+     new tokens form a tree of drafts, each seeing its ancestors). NULL:
+     none. Sequence i with mask_offsets[i] >= 0 has a q_len x q_len bit
+     matrix at bits [mask_offsets[i], mask_offsets[i] + q_len * q_len) of
+     mask, row-major: bit mask_offsets[i] + j * q_len + k set means new
+     token j sees new token k. Bit b of the buffer is bit b % 8 (least
+     significant first) of byte b / 8 (numpy.packbits(bitorder="little")).
+     Every new token sees the cached prefix as a causal token does (and the
+     sliding window still applies), and of the new tokens only those its
+     row marks: itself always, never a later one (k > j). mask_offsets[i]
+     = -1: sequence i is plainly causal. Needs causal = 1. mask_bits: the
+     bits the mask buffer holds. */
+  const uint8_t *mask;
+  const int64_t *mask_offsets; /* [num_seqs] */
+  int64_t mask_bits;
 } rpa_args;
 
 RPA_API rpa_args rpa_args_default(void);

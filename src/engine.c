@@ -258,6 +258,63 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
   }
 }
 
+/* ---- custom masks: each token's marked new keys ------------------------ */
+
+/* The new keys token jj of item w sees under its sequence's mask, as
+   prefill steps over gathered rows: each token's G rows form an item of
+   their own, every row of which sees every key of its steps (full), so any
+   set's prefill kernel serves unchanged. Keys in increasing order, after
+   the prefix (prefill_walk), so the result depends on the sequence alone. */
+static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
+                      const rpa_prefill_item *block, int64_t prefix) {
+  const rpa_args *a = jb->a;
+  const rpa_kernels *k = jb->k;
+  const int32_t G = jb->info->group, kv_len = a->kv_lens[w->seq];
+  const int32_t q_len = a->cu_q_lens[w->seq + 1] - a->cu_q_lens[w->seq];
+  const int step = k->prefill_keys;
+  const void *krow[MAXK], *vrow[MAXK];
+  key_rows kr, one;
+  rpa_prefill_step_args s;
+  s.krows = krow;
+  s.vrows = vrow;
+  s.ldo = jb->ldv;
+  s.work = t->work;
+  s.full = 1;
+  for (int32_t jj = w->j0; jj < w->j1; jj++) {
+    const int r0 = (jj - w->j0) * G;
+    rpa_prefill_item it = *block;
+    it.q = t->q + (int64_t)r0 * jb->ld;
+    it.rows = G;
+    it.pos = t->pos + r0;
+    k->prefill_begin(&it);
+    s.item = &it;
+    s.m = t->m + r0;
+    s.l = t->l + r0;
+    s.o = t->o + (int64_t)r0 * jb->ldv;
+    int64_t rlo, rhi;
+    rpa_visible(a, prefix + jj, kv_len, &rlo, &rhi);
+    kr.n = 0;
+    for (int32_t kk = 0; kk <= jj; kk++) {
+      const int64_t key = prefix + kk;
+      if (key >= rlo && rpa_mask_bit(a, w->seq, q_len, jj, kk)) {
+        locate_keys(jb, &one, w->seq, key, 1);
+        kr.kbase[kr.n] = one.kbase[0];
+        kr.vbase[kr.n] = one.vbase[0];
+        kr.khs[kr.n] = one.khs[0];
+        kr.vhs[kr.n] = one.vhs[0];
+        if (kr.n == 0) s.c = key; /* unused by full steps */
+        kr.n++;
+      }
+      if (kr.n > 0 && (kr.n == step || kk == jj)) {
+        head_rows(jb, &kr, w->head, krow, vrow);
+        s.n = kr.n;
+        k->prefill_step(&s);
+        kr.n = 0;
+      }
+    }
+  }
+}
+
 /* ---- prefill: one KV head, a block of tokens x the group, masked -------- */
 
 static void prefill_walk(const job *jb, const rpa_work_item *w,
@@ -296,7 +353,12 @@ static void prefill_walk(const job *jb, const rpa_work_item *w,
   s.o = t->o;
   s.ldo = jb->ldv;
   s.work = t->work;
-  const int64_t lo = w->c0, hi = w->c1;
+  const int masked = rpa_has_mask(a, w->seq);
+  const int64_t lo = w->c0;
+  /* Under a custom mask the block walks the cached prefix only; each token
+     then takes the new keys its mask row marks (tree_walk). */
+  const int64_t hi = masked && w->c1 > prefix ? (prefix > lo ? prefix : lo)
+                                              : w->c1;
   const int64_t pos_first = prefix + w->j0, pos_last = prefix + w->j1 - 1;
   const int window = a->causal && a->sliding_window > 0;
   key_rows cur, next;
@@ -317,6 +379,7 @@ static void prefill_walk(const job *jb, const rpa_work_item *w,
     s.full = full;
     k->prefill_step(&s);
   }
+  if (masked) tree_walk(jb, w, t, &it, prefix);
 }
 
 /* ---- decode splits and the final store ---------------------------------- */

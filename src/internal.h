@@ -63,6 +63,17 @@ static inline int64_t rpa_v_offset(const rpa_kv_cache *c, rpa_slot s,
          h * c->v_head_stride;
 }
 
+/* Custom masks (rpa_args.mask): whether sequence seq has one, and whether
+   its new token j sees its new token k (q_len new tokens). */
+static inline int rpa_has_mask(const rpa_args *a, int32_t seq) {
+  return a->mask && a->mask_offsets[seq] >= 0;
+}
+static inline int rpa_mask_bit(const rpa_args *a, int32_t seq, int32_t q_len,
+                               int32_t j, int32_t k) {
+  const int64_t b = a->mask_offsets[seq] + (int64_t)j * q_len + k;
+  return (a->mask[b >> 3] >> (b & 7)) & 1;
+}
+
 typedef struct rpa_context rpa_context;
 struct rpa_kernels;
 

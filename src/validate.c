@@ -504,6 +504,55 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                         (int)q_len);
     }
   }
+  /* Custom masks: in the buffer, on the diagonal, never above it. */
+  int64_t mask_bytes = 0;
+  if (a->mask) {
+    if (!a->causal)
+      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                      "mask: given with non-causal attention (a custom mask "
+                      "refines the causal one)");
+    if (seqs > 0 && !a->mask_offsets)
+      return rpa_fail(ctx, RPA_NULL_POINTER,
+                      "mask_offsets: NULL while mask is given");
+    if (a->mask_bits < 0)
+      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                      "mask_bits: %lld is negative", (long long)a->mask_bits);
+    mask_bytes = a->mask_bits / 8 + (a->mask_bits % 8 != 0);
+    if (!address_ok(a->mask, mask_bytes))
+      return rpa_fail(ctx, RPA_OVERFLOW,
+                      "mask: %lld bits overflow the address space",
+                      (long long)a->mask_bits);
+    for (int32_t i = 0; i < seqs; i++) {
+      const int64_t off = a->mask_offsets[i];
+      const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+      if (off == -1) continue;
+      if (off < 0)
+        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                        "mask_offsets: sequence %d has offset %lld (-1 for "
+                        "no mask, else >= 0)",
+                        (int)i, (long long)off);
+      const int64_t bits = (int64_t)q_len * q_len;
+      if (off > a->mask_bits - bits)
+        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                        "mask: sequence %d's %d x %d bits at offset %lld "
+                        "run past mask_bits %lld",
+                        (int)i, (int)q_len, (int)q_len, (long long)off,
+                        (long long)a->mask_bits);
+      for (int32_t j = 0; j < q_len; j++) {
+        if (!rpa_mask_bit(a, i, q_len, j, j))
+          return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                          "mask: sequence %d, new token %d does not see "
+                          "itself (every row must mark its own token)",
+                          (int)i, (int)j);
+        for (int32_t k = j + 1; k < q_len; k++)
+          if (rpa_mask_bit(a, i, q_len, j, k))
+            return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                            "mask: sequence %d, new token %d sees new token "
+                            "%d, a later position than its own",
+                            (int)i, (int)j, (int)k);
+      }
+    }
+  }
   const int64_t total_q = seqs > 0 ? a->cu_q_lens[seqs] : 0;
   if (update && (st = check_written_pages(ctx, a, seqs))) return st;
 
@@ -551,11 +600,14 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                     "pages_per_seq: num_seqs %d * pages_per_seq %d entries "
                     "overflow the address space",
                     (int)a->num_seqs, (int)a->pages_per_seq);
-  const view meta[4] = {
+  const view meta[6] = {
       {"cu_q_lens", a->cu_q_lens, ((int64_t)a->num_seqs + 1) * 4},
       {"kv_lens", a->kv_lens, (int64_t)a->num_seqs * 4},
       {"page_indices", a->page_indices, table_bytes},
-      {"sinks", a->sinks, a->sinks ? Hq * 4 : 0}};
+      {"sinks", a->sinks, a->sinks ? Hq * 4 : 0},
+      {"mask", a->mask, a->mask ? mask_bytes : 0},
+      {"mask_offsets", a->mask ? a->mask_offsets : NULL,
+       a->mask ? (int64_t)a->num_seqs * 8 : 0}};
   if (update && !latent && views_overlap(&ck, &cv) &&
       !kv_interleave_ok(&a->cache, Hkv, D, dv))
     return rpa_fail(ctx, RPA_OVERLAP,
@@ -570,8 +622,8 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                          &meta[0], &meta[1], &meta[2]};
   for (int w = 0; w < 4; w++) {
     if (!written[w]) continue;
-    for (int r = 0; r < 11; r++) {
-      const view *other = r < 10 ? all[r] : &meta[3];
+    for (int r = 0; r < 13; r++) {
+      const view *other = r < 10 ? all[r] : &meta[r - 7];
       if (other == written[w]) continue;
       if ((written[w] == &ck && other == &cv) ||
           (written[w] == &cv && other == &ck))

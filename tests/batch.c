@@ -74,6 +74,45 @@ static void fill(uint64_t *rng, void *p, rpa_dtype dt, size_t n, double lo,
   }
 }
 
+/* Random trees of draft tokens: new token j > 0 hangs under a random
+   earlier one (or, one time in six, starts a tree of its own), and sees its
+   ancestors and itself. Each sequence's bits start a few bits past the
+   previous one's, so offsets are not byte aligned. */
+static int make_trees(tb_batch *b, uint64_t *rng) {
+  const int32_t S = b->cfg.num_seqs;
+  b->mask_offsets = malloc(sizeof(int64_t) * (size_t)(S > 0 ? S : 1));
+  if (!b->mask_offsets) return -1;
+  int64_t bits = 0;
+  int32_t prefills = 0;
+  for (int32_t i = 0; i < S; i++) {
+    const int32_t ql = b->q_lens[i];
+    b->mask_offsets[i] = -1;
+    if (ql > 1 && prefills++ % 3 != 2) {
+      bits += tb_range(rng, 0, 5);
+      b->mask_offsets[i] = bits;
+      bits += (int64_t)ql * ql;
+    }
+  }
+  b->mask_bits = bits;
+  b->mask = calloc((size_t)(bits / 8 + 1), 1);
+  if (!b->mask) return -1;
+  for (int32_t i = 0; i < S; i++) {
+    if (b->mask_offsets[i] < 0) continue;
+    const int32_t ql = b->q_lens[i];
+    int32_t *parent = malloc(sizeof(int32_t) * (size_t)ql);
+    if (!parent) return -1;
+    for (int32_t j = 0; j < ql; j++) {
+      parent[j] = j == 0 || tb_range(rng, 0, 5) == 0 ? -1 : tb_range(rng, 0, j - 1);
+      for (int32_t k = j; k >= 0; k = parent[k]) {
+        const int64_t bit = b->mask_offsets[i] + (int64_t)j * ql + k;
+        b->mask[bit / 8] |= (uint8_t)(1u << (bit % 8));
+      }
+    }
+    free(parent);
+  }
+  return 0;
+}
+
 int tb_make(tb_batch *b, const tb_config *cfg) {
   memset(b, 0, sizeof *b);
   b->cfg = *cfg;
@@ -210,6 +249,7 @@ int tb_make(tb_batch *b, const tb_config *cfg) {
     for (int32_t h = 0; h < Hq; h++)
       b->sinks[h] = (float)(-2.0 + 4.0 * tb_uniform(&rng));
   }
+  if (c->tree && make_trees(b, &rng) != 0) return -1;
   if (c->distribution) {
     /* The hint is only valid when the batch happens to be sorted the way it
        describes; the test chooses batches for which (d, d, S) holds with d
@@ -266,10 +306,23 @@ int tb_make(tb_batch *b, const tb_config *cfg) {
   a->sliding_window = c->sliding_window;
   a->sinks = b->sinks;
   a->update_kv_cache = c->update;
+  if (b->mask) {
+    a->mask = b->mask;
+    a->mask_offsets = b->mask_offsets;
+    a->mask_bits = b->mask_bits;
+  }
   return 0;
 }
 
+int tb_mask_sees(const tb_batch *b, int32_t i, int32_t j, int32_t k) {
+  if (!b->mask || b->mask_offsets[i] < 0) return 1;
+  const int64_t bit = b->mask_offsets[i] + (int64_t)j * b->q_lens[i] + k;
+  return (b->mask[bit / 8] >> (bit % 8)) & 1;
+}
+
 void tb_free(tb_batch *b) {
+  free(b->mask);
+  free(b->mask_offsets);
   free(b->q_lens);
   free(b->kv_lens);
   free(b->cu_q_lens);

@@ -38,6 +38,9 @@ typedef struct tb_config {
   float soft_cap, q_scale, k_scale, v_scale, sm_scale; /* sm 0: 1/sqrt(D) */
   int sinks, update, lse, distribution; /* distribution: pass the hint */
   int big_logits;         /* q = 1, k in [1.41, 1.56]: logits ~ 90..100 */
+  int tree;               /* random tree masks (rpa_args.mask) over the new
+                             tokens of each sequence with q_len > 1, but
+                             every third such sequence, which stays causal */
 } tb_config;
 
 /* Defaults: causal, update on, f32 everywhere, combined layout. */
@@ -56,6 +59,9 @@ typedef struct tb_batch {
   rpa_args args;
   int32_t *q_lens, *kv_lens, *cu_q_lens, *page_indices, dist[3];
   float *sinks;
+  uint8_t *mask;          /* cfg.tree: the packed bits, */
+  int64_t *mask_offsets;  /* [S], -1: causal */
+  int64_t mask_bits;
   int32_t num_pages, total_tokens; /* total_tokens: cu_q_lens[S] */
   tb_buffer q, k, v, out, lse, cache, cache_before, out_before;
 } tb_batch;
@@ -68,9 +74,13 @@ void tb_reset(tb_batch *b);
 /* Pointer to the data part of a buffer. */
 static inline void *tb_data(const tb_buffer *x) { return x->mem + TB_GUARD; }
 
+/* Whether new token j of sequence i sees new token k under the batch's tree
+   mask (1 without one). Reads the bits itself, not through the library. */
+int tb_mask_sees(const tb_batch *b, int32_t i, int32_t j, int32_t k);
 /* Dense oracle in double precision: gathers each sequence's K/V into plain
    arrays (cached prefix from the cache as it was, new rows from k/v or, in
-   KV-share mode, from the cache) and applies the textbook softmax.
+   KV-share mode, from the cache) and applies the textbook softmax, with
+   every mask (causal, window, tree) as a dense visibility test per pair.
    out [total_tokens, Hq, Dv], lse [total_tokens, Hq]. */
 void tb_oracle(const tb_batch *b, double *out, double *lse);
 

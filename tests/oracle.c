@@ -113,6 +113,8 @@ void tb_oracle(const tb_batch *b, double *out, double *lse) {
             visible = t <= pos;
             if (c->sliding_window > 0 && pos - t >= c->sliding_window)
               visible = 0;
+            if (visible && t >= prefix && !tb_mask_sees(b, i, j, t - prefix))
+              visible = 0;
           }
           if (!visible) {
             s[t] = NAN; /* masked: out of the softmax entirely */

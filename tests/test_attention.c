@@ -107,6 +107,8 @@ static void random_case(uint64_t seed, int kind, int32_t *q_lens,
     c->sliding_window = tb_range(&rng, 1, 200);
   /* The distribution hint only where it describes the batch. */
   c->distribution = kind == 0 && tb_rand(&rng) % 2;
+  /* Tree masks (speculative decoding) over a third of the causal batches. */
+  c->tree = c->causal && tb_rand(&rng) % 3 == 0;
   c->q_lens = q_lens;
   c->kv_lens = kv_lens;
 }

@@ -16,11 +16,10 @@
      the library's message as an XLA INVALID_ARGUMENT error.
 
    The cache result aliases the cache argument (rpa.jax passes
-   input_output_aliases), so the fused KV write goes straight into the
-   result buffer: XLA copies the input into it first unless the caller
-   donated the input, in which case the two are one buffer and nothing is
-   copied. Should XLA ever hand over two distinct buffers, the handler copies
-   the input into the result before writing, which keeps the answer right.
+   input_output_aliases), so XLA hands the handler one buffer for both and
+   the fused KV write goes straight into it: XLA copies the input there
+   first unless the caller donated the input, in which case nothing is
+   copied.
 
    Contexts: an rpa_context serves one call at a time, and XLA may run the
    op from several of its threads at once. Idle contexts wait in a pool keyed
@@ -382,10 +381,12 @@ XLA_FFI_Error *rpa_jax_ragged_paged_attention(XLA_FFI_CallFrame *frame) {
       (sinks->dtype != XLA_FFI_DataType_F32 || numel(sinks) != Hq))
     FAIL("attention_sink must be float32 [%lld]", (long long)Hq);
 
-  /* The update goes into the result buffer (see the top of this file). */
-  if (cout->data != cin->data && at.update_kv_cache)
-    memcpy(cout->data, cin->data, (size_t)(numel(cin) * elem_size(kv_dt)));
-  void *cache = at.update_kv_cache ? cout->data : cin->data;
+  /* The cache result is the cache argument's buffer (see the top of this
+     file); anything else would leave the result unwritten. */
+  if (cout->data != cin->data)
+    FAIL("XLA passed the cache result in its own buffer although it aliases "
+         "kv_cache (input_output_aliases={3: 1} is required)");
+  void *cache = cout->data;
 
   rpa_args a = rpa_args_default();
   a.num_tokens = (int32_t)T;

@@ -144,7 +144,7 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
               soft_cap=None, q_scale=None, k_scale=None, v_scale=None,
               causal=True, update_kv_cache=True, sinks=None, out=None,
               out_dtype=None, head_dim_v=None, return_lse=False,
-              num_threads=None, isa=None):
+              num_threads=None, isa=None, mask=None):
     """Ragged paged attention over any strided cache layout; the cache is
     updated IN PLACE.
 
@@ -165,6 +165,12 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     sliding_window, soft_cap and q_scale are None for off and must be > 0
     otherwise; k_scale and v_scale None mean 1. sinks: None or [Hq] float32
     logits that join the softmax denominator (-inf: no sink).
+
+    mask: None, or one entry per sequence (len(kv_lens)): None (causal) or a
+    boolean [q_len, q_len] array whose [j, k] says whether new token j sees
+    new token k (speculative decoding: a tree of drafts, each seeing its
+    ancestors). Each row must mark its own token and no later one; every
+    new token sees the cached prefix as usual. Needs causal=True.
 
     Returns out [T, Hq, Dv] (a new array in out_dtype, default q's dtype,
     rows past cu_q_lens[S] zero; or the given ``out``, written in place), and
@@ -251,6 +257,8 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
         sinks = np.ascontiguousarray(np.asarray(sinks), dtype=np.float32)
         _check_shape("sinks", sinks, (Hq,))
 
+    mask_bits, mask_offsets = _pack_masks(mask, cu_q_lens, S)
+
     if out is None:
         od = q.dtype if out_dtype is None else np.dtype(out_dtype)
         if _lib.dtype_code("out_dtype", od) not in _IO_DTYPES:
@@ -318,6 +326,10 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     a.causal = 1 if causal else 0
     a.sinks = _ptr(sinks)
     a.update_kv_cache = 1 if update else 0
+    if mask_bits is not None:
+        a.mask = _ptr(mask_bits)
+        a.mask_offsets = _ptr(mask_offsets)
+        a.mask_bits = mask_bits.size * 8
 
     ctx = _lib.context(num_threads, isa)
     # ctypes releases the GIL for the call; every array above stays
@@ -326,6 +338,38 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     if st != 0:
         _raise(ctx, st)
     return (out, lse) if return_lse else out
+
+
+def _pack_masks(mask, cu_q_lens, S):
+    """Per-sequence boolean [q_len, q_len] masks (or None) -> the packed
+    bits (little-endian within a byte) and their bit offsets, -1 for None;
+    (None, None) without masks."""
+    if mask is None:
+        return None, None
+    mask = list(mask)
+    if len(mask) != S:
+        raise ValueError(f"mask: {len(mask)} entries for {S} sequences "
+                         "(len(kv_lens))")
+    offsets = np.full(max(S, 1), -1, np.int64)
+    parts, bits = [], 0
+    for i, m in enumerate(mask):
+        if m is None:
+            continue
+        m = np.asarray(m)
+        if m.dtype != np.bool_:
+            raise ValueError(f"mask[{i}]: dtype {m.dtype}, expected bool")
+        q_len = int(cu_q_lens[i + 1]) - int(cu_q_lens[i])
+        if m.shape != (q_len, q_len):
+            raise ValueError(f"mask[{i}]: shape {m.shape}, expected "
+                             f"{(q_len, q_len)} (q_len {q_len})")
+        offsets[i] = bits
+        parts.append(m.reshape(-1))
+        bits += m.size
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.bool_)
+    packed = np.packbits(flat, bitorder="little")
+    if packed.size == 0:
+        packed = np.zeros(1, np.uint8)
+    return packed, offsets
 
 
 # ---- merging attention states --------------------------------------------

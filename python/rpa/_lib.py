@@ -116,6 +116,7 @@ class RpaArgs(ctypes.Structure):
         ("v_scale", _f32), ("soft_cap", _f32),
         ("causal", _i32), ("sliding_window", _i32), ("sinks", _p),
         ("update_kv_cache", _i32),
+        ("mask", _p), ("mask_offsets", _p), ("mask_bits", _i64),
     ]
 
 

@@ -138,7 +138,7 @@ def quantize_q(q, q_scale, kv_dtype):
 
 def oracle(b, cache, *, sm_scale=1.0, sliding_window=None, soft_cap=None,
            q_scale=None, k_scale=None, v_scale=None, causal=True, sinks=None,
-           lse=False):
+           lse=False, mask=None):
     """Float64 oracle over a cache that already holds the new tokens.
     Returns out [num_tokens, Hq, D] (float64) and, with lse, [num_tokens,
     Hq]."""
@@ -169,6 +169,8 @@ def oracle(b, cache, *, sm_scale=1.0, sliding_window=None, soft_cap=None,
                 vis = col <= pos
                 if sliding_window:
                     vis &= pos - col < sliding_window
+                if mask is not None and mask[i] is not None:
+                    vis[:, kv_len - q_len:] &= mask[i]
             s = np.where(vis, s, -np.inf)
             m = s.max(axis=1, keepdims=True)
             if sinks is not None:

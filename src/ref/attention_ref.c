@@ -60,6 +60,16 @@ static float logit(const rpa_args *a, const float *q, int32_t seq, int64_t c,
   return s;
 }
 
+/* Whether a custom mask hides key c from new token j of sequence seq: a
+   masked sequence's new token sees new token k (position prefix + k) only
+   where its row of the mask says so. */
+static int hidden(const rpa_args *a, int32_t seq, int32_t q_len,
+                  int32_t kv_len, int32_t j, int64_t c) {
+  const int64_t prefix = (int64_t)kv_len - q_len;
+  return rpa_has_mask(a, seq) && c >= prefix &&
+         !rpa_mask_bit(a, seq, q_len, j, (int32_t)(c - prefix));
+}
+
 rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *a,
                              const rpa_batch_info *info) {
   const int32_t D = a->head_dim, Dv = info->head_dim_v, G = info->group;
@@ -101,6 +111,7 @@ rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *a,
         int poison = 0;
         float m = a->sinks ? a->sinks[n] : -INFINITY;
         for (int64_t c = lo; c < hi; c++) {
+          if (hidden(a, i, q_len, kv_len, j, c)) continue;
           const float s = logit(a, q, i, c, kvh, scale, &poison);
           if (s > m) m = s;
         }
@@ -108,6 +119,7 @@ rpa_status rpa_ref_attention(rpa_context *ctx, const rpa_args *a,
         float l = a->sinks ? expf(a->sinks[n] - m) : 0.0f;
         for (int32_t d = 0; d < Dv; d++) acc[d] = 0.0f;
         for (int64_t c = lo; c < hi; c++) {
+          if (hidden(a, i, q_len, kv_len, j, c)) continue;
           const float p = expf(logit(a, q, i, c, kvh, scale, &poison) - m);
           const int64_t v0 = cache_index(a, i, c, kvh, 1);
           l += p;
