@@ -46,7 +46,22 @@ int bench_count_args(const rpa_args *a, bench_count *c) {
     const int64_t kv_len = a->kv_lens[i];
     if (q_len < 1 || kv_len < q_len) return -1;
     tokens += q_len;
-    c->pairs += bench_seq_pairs(q_len, kv_len, causal, window);
+    if (a->mask && a->mask_offsets[i] >= 0) {
+      /* a tree: each token sees the prefix (window applied) and the new
+         tokens its mask row marks */
+      const int64_t prefix = kv_len - q_len;
+      for (int64_t j = 0; j < q_len; j++) {
+        const int64_t pos = prefix + j;
+        const int64_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        c->pairs += prefix > lo ? prefix - lo : 0;
+        for (int64_t k = 0; k <= j; k++) {
+          const int64_t x = a->mask_offsets[i] + j * q_len + k;
+          c->pairs += prefix + k >= lo && ((a->mask[x / 8] >> (x % 8)) & 1);
+        }
+      }
+    } else {
+      c->pairs += bench_seq_pairs(q_len, kv_len, causal, window);
+    }
     c->kv_positions += bench_seq_kv_positions(q_len, kv_len, causal, window);
   }
   c->kv_read_bytes = c->kv_positions * kv_row * ks;

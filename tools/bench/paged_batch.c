@@ -85,6 +85,8 @@ void bench_batch_free(bench_batch *b) {
   free(b->kv_lens);
   free(b->page_indices);
   free(b->sinks);
+  free(b->mask);
+  free(b->mask_offsets);
   free(b->q);
   free(b->k);
   free(b->v);
@@ -237,6 +239,42 @@ int bench_batch_make(bench_batch *b, const bench_workload *w,
   a->sliding_window = w->window;
   a->sinks = b->sinks;
   a->update_kv_cache = w->update;
+  if (w->tree) {
+    /* Every multi-token sequence: a random tree of drafts. Token j > 0
+       hangs under a random one of the 8 tokens before it (drafts branch
+       near their parent), and sees its ancestors and itself. */
+    int64_t bits = 0;
+    b->mask_offsets = malloc(sizeof(int64_t) * (size_t)(S > 0 ? S : 1));
+    if (!b->mask_offsets) goto oom;
+    for (int64_t i = 0; i < S; i++) {
+      const int64_t ql = b->cu_q_lens[i + 1] - b->cu_q_lens[i];
+      b->mask_offsets[i] = ql > 1 ? bits : -1;
+      if (ql > 1) bits += ql * ql;
+    }
+    b->mask = calloc((size_t)(bits / 8 + 1), 1);
+    int32_t *parent = malloc(sizeof(int32_t) * (size_t)(T > 0 ? T : 1));
+    if (!b->mask || !parent) {
+      free(parent);
+      goto oom;
+    }
+    for (int64_t i = 0; i < S; i++) {
+      const int64_t ql = b->cu_q_lens[i + 1] - b->cu_q_lens[i];
+      if (ql < 2) continue;
+      for (int64_t j = 0; j < ql; j++) {
+        const int64_t back = j < 8 ? j : 8;
+        parent[j] = j == 0 ? -1
+                           : (int32_t)(j - 1 - (int64_t)(splitmix(&rng) % (uint64_t)back));
+        for (int64_t k = j; k >= 0; k = parent[k]) {
+          const int64_t x = b->mask_offsets[i] + j * ql + k;
+          b->mask[x / 8] |= (uint8_t)(1u << (x % 8));
+        }
+      }
+    }
+    free(parent);
+    a->mask = b->mask;
+    a->mask_offsets = b->mask_offsets;
+    a->mask_bits = bits;
+  }
   return 0;
 oom:
   snprintf(err, err_len, "out of memory building the batch");
@@ -311,7 +349,9 @@ int bench_check_sample(rpa_context *ref, const bench_batch *b,
     const double row_flops = 4.0 * (double)D * Hq * (double)keys;
     int32_t rows = (int32_t)(max_sample_flops / row_flops);
     if (rows < 1) rows = 1;
-    if (rows > q_len) rows = q_len;
+    /* a tree is checked whole: its first rows are not a causal prefix */
+    const int masked = a->mask && a->mask_offsets[i] >= 0;
+    if (rows > q_len || masked) rows = q_len;
     const int64_t row0 = a->cu_q_lens[i] + q_len - rows; /* first row kept */
 
     /* One sequence: its last `rows` new tokens, the same pages; the tokens
@@ -325,6 +365,7 @@ int bench_check_sample(rpa_context *ref, const bench_batch *b,
     s.page_indices = a->page_indices + (int64_t)i * a->pages_per_seq;
     s.distribution = NULL;
     s.lse = NULL;
+    s.mask_offsets = a->mask ? a->mask_offsets + i : NULL;
     s.q.data = (char *)a->q.data + (size_t)(row0 * a->q.token_stride) * qs;
     s.k.data = (char *)a->k.data + (size_t)(row0 * a->k.token_stride) * ks;
     s.v.data = (char *)a->v.data + (size_t)(row0 * a->v.token_stride) * ks;

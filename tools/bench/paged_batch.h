@@ -22,6 +22,8 @@ typedef struct bench_batch {
   int32_t *kv_lens;       /* [S] */
   int32_t *page_indices;  /* [S * pages_per_seq], a shuffle of the pool */
   float *sinks;           /* [Hq] or NULL */
+  uint8_t *mask;          /* tree workloads: the packed mask bits, */
+  int64_t *mask_offsets;  /* [S] (-1: causal) */
   void *q;                /* [T, Hq, D]   q dtype */
   void *k, *v;            /* [T, Hkv, D]  kv dtype: the new tokens' K/V */
   void *out;              /* [T, Hq, D]   out dtype */

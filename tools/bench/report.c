@@ -129,12 +129,12 @@ static int in_group(const bench_result *r, group g) {
   switch (g) {
     case DECODE: return decode && w->page_size >= 16;
     case DECODE_ONE_TOKEN_PAGES: return decode && w->page_size == 1;
-    case PREFILL_BF16:
+    case PREFILL_BF16: /* trees: their own row (tree_vs_chain) */
       return !strcmp(r->kind, "prefill") && w->q_dtype == RPA_BF16 &&
-             w->kv_dtype == RPA_BF16;
+             w->kv_dtype == RPA_BF16 && !w->tree;
     case PREFILL_F32:
       return !strcmp(r->kind, "prefill") && w->q_dtype == RPA_F32 &&
-             w->kv_dtype == RPA_F32;
+             w->kv_dtype == RPA_F32 && !w->tree;
     case MIXED: return !strcmp(r->kind, "mixed");
     default: return 0;
   }
@@ -147,6 +147,34 @@ static double metric(const bench_result *r, group g) {
 static int cmp_double(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
+}
+
+/* Tree masks: each tree case's time over its causal twin's (the same name
+   with "tree" read as "chain", same backend), worst of the run. */
+static void tree_vs_chain(FILE *f, const bench_result *r, int n,
+                          const char *backend) {
+  double worst = 0;
+  int pairs = 0;
+  for (int i = 0; i < n; i++) {
+    const char *t = strstr(r[i].w->name, "tree");
+    if (strcmp(r[i].backend, backend) || !r[i].w->tree || !t || r[i].failed)
+      continue;
+    char twin[sizeof r[i].w->name];
+    snprintf(twin, sizeof twin, "%.*schain%s", (int)(t - r[i].w->name),
+             r[i].w->name, t + 4);
+    for (int j = 0; j < n; j++) {
+      if (strcmp(r[j].backend, backend) || strcmp(r[j].w->name, twin) ||
+          r[j].failed || !(r[j].t_median > 0))
+        continue;
+      const double x = r[i].t_median / r[j].t_median;
+      if (x > worst) worst = x;
+      pairs++;
+    }
+  }
+  if (pairs == 0) return;
+  fprintf(f, "  %-42s %6.2fx  target <= 1.20x  %s (worst of %d pair%s)\n",
+          "tree mask time / causal chain time", worst,
+          worst <= 1.20 ? "met" : "not met", pairs, pairs == 1 ? "" : "s");
 }
 
 void bench_print_headline(FILE *f, const bench_result *r, int n,
@@ -216,6 +244,7 @@ void bench_print_headline(FILE *f, const bench_result *r, int n,
       fprintf(f, "  %-42s %7s  target %-9s %s%s\n", targets[g].label, value,
               tgt, met ? "met" : "not met", spread);
     }
+    tree_vs_chain(f, r, n, backends[b]);
     if (!cpu->avx512_bf16)
       fprintf(f, "  (no AVX512-BF16 here: bf16 MFU is against the f32 peak)\n");
   }

@@ -86,6 +86,16 @@ static const bench_builtin builtins[] = {
      0},
     {"gpt-oss-20b.prefill.2048.swa128.bf16.p16", GPT_OSS_20B "seqs=2048:2048",
      0},
+    /* Speculative decoding: 16 sequences verify 64 draft tokens over 4k
+       cached tokens, the drafts a tree (each sees its ancestors) or a
+       causal chain; the tree must cost about what the chain costs */
+    {"llama3-8b.spec.16x64tree.at4k.bf16.p16",
+     LLAMA3_8B "seqs=16*64:4160 tree=1", 0},
+    {"llama3-8b.spec.16x64chain.at4k.bf16.p16", LLAMA3_8B "seqs=16*64:4160",
+     0},
+    {"llama3-8b.spec.4x256tree.bf16.p16", LLAMA3_8B "seqs=4*256:256 tree=1",
+     0},
+    {"llama3-8b.spec.4x256chain.bf16.p16", LLAMA3_8B "seqs=4*256:256", 0},
     /* MQA */
     {"falcon-7b.decode.32x2k.bf16.p16", FALCON_7B "seqs=32*1:2k", 0},
     {"falcon-7b.prefill.512.bf16.p16", FALCON_7B "seqs=512:512", 0},
@@ -348,6 +358,8 @@ int bench_workload_parse(const char *name, const char *spec,
       ok = parse_flag(val, &w->causal) == 0;
     } else if (strcmp(key, "update") == 0) {
       ok = parse_flag(val, &w->update) == 0;
+    } else if (strcmp(key, "tree") == 0) {
+      ok = parse_flag(val, &w->tree) == 0;
     } else if (strcmp(key, "softcap") == 0) {
       char *e;
       w->soft_cap = strtof(val, &e);
@@ -368,7 +380,7 @@ int bench_workload_parse(const char *name, const char *spec,
     } else {
       fail(msg, sizeof msg,
            "unknown key '%s' (keys: seqs heads dim q out kv dtype page window "
-           "sinks causal update softcap layout model name)",
+           "sinks causal update tree softcap layout model name)",
            key);
       goto bad;
     }
@@ -387,6 +399,10 @@ int bench_workload_parse(const char *name, const char *spec,
   }
   if (w->window && !w->causal) {
     fail(msg, sizeof msg, "a sliding window needs causal=1");
+    goto bad;
+  }
+  if (w->tree && !w->causal) {
+    fail(msg, sizeof msg, "a tree mask needs causal=1");
     goto bad;
   }
   return 0;

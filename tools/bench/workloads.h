@@ -38,6 +38,8 @@ typedef struct bench_workload {
   rpa_dtype q_dtype, out_dtype, kv_dtype;
   bench_layout layout;
   int causal, sinks, update;
+  int tree; /* the new tokens of each multi-token sequence: a random tree of
+               drafts, each seeing its ancestors (rpa_args.mask) */
   int32_t window;
   float soft_cap;
 } bench_workload;
