@@ -40,6 +40,8 @@ typedef struct thread_scratch {
   float *qs;      /* the kernel set's prefill staging */
   float *work;    /* the kernel set's workspace */
   int32_t *pos;   /* [rows] query position of each row */
+  float *tq, *to; /* tree_walk: one token's G rows [G][ld], [G][ldv], */
+  float *tm, *tl; /* [G] */
 } thread_scratch;
 
 typedef struct job {
@@ -260,57 +262,81 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
 
 /* ---- custom masks: each token's marked new keys ------------------------ */
 
-/* The new keys token jj of item w sees under its sequence's mask, as
-   prefill steps over gathered rows: each token's G rows form an item of
-   their own, every row of which sees every key of its steps (full), so any
-   set's prefill kernel serves unchanged. Keys in increasing order, after
-   the prefix (prefill_walk), so the result depends on the sequence alone. */
+/* The new keys token jj of item w sees under its sequence's mask, after
+   the block has walked the prefix (prefill_walk): per token, the set's
+   decode kernel over the gathered rows of the keys its mask row marks (G
+   rows: what decode steps are built for), into a state of its own, then
+   merged into the token's rows of the block like a decode split. Keys in
+   increasing order, so the result depends on the sequence alone. */
 static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
-                      const rpa_prefill_item *block, int64_t prefix) {
+                      int64_t prefix) {
   const rpa_args *a = jb->a;
   const rpa_kernels *k = jb->k;
   const int32_t G = jb->info->group, kv_len = a->kv_lens[w->seq];
+  const int32_t Dv = jb->info->head_dim_v;
   const int32_t q_len = a->cu_q_lens[w->seq + 1] - a->cu_q_lens[w->seq];
-  const int step = k->prefill_keys;
+  const int step = k->decode_keys, ld = jb->ld, ldv = jb->ldv;
   const void *krow[MAXK], *vrow[MAXK];
   key_rows kr, one;
-  rpa_prefill_step_args s;
+  rpa_decode_step_args s;
+  s.ld = ld;
+  s.rows = G;
+  s.kmul = jb->kmul;
+  s.cap = a->soft_cap;
+  s.D = a->head_dim;
+  s.Dv = Dv;
+  s.dtype = a->cache.dtype;
+  s.ldo = ldv;
+  s.work = t->work;
   s.krows = krow;
   s.vrows = vrow;
-  s.ldo = jb->ldv;
-  s.work = t->work;
-  s.full = 1;
+  s.knext = s.vnext = NULL;
+  s.n_next = 0;
+  s.q = t->tq;
+  s.m = t->tm;
+  s.l = t->tl;
+  s.o = t->to;
   for (int32_t jj = w->j0; jj < w->j1; jj++) {
     const int r0 = (jj - w->j0) * G;
-    rpa_prefill_item it = *block;
-    it.q = t->q + (int64_t)r0 * jb->ld;
-    it.rows = G;
-    it.pos = t->pos + r0;
-    k->prefill_begin(&it);
-    s.item = &it;
-    s.m = t->m + r0;
-    s.l = t->l + r0;
-    s.o = t->o + (int64_t)r0 * jb->ldv;
+    memcpy(t->tq, t->q + (int64_t)r0 * ld, sizeof(float) * (size_t)G * ld);
+    k->decode_begin(t->tq, ld, G, a->head_dim, a->cache.dtype);
+    for (int g = 0; g < G; g++) {
+      t->tm[g] = -INFINITY;
+      t->tl[g] = 0.0f;
+    }
+    memset(t->to, 0, sizeof(float) * (size_t)G * ldv);
     int64_t rlo, rhi;
     rpa_visible(a, prefix + jj, kv_len, &rlo, &rhi);
     kr.n = 0;
     for (int32_t kk = 0; kk <= jj; kk++) {
-      const int64_t key = prefix + kk;
-      if (key >= rlo && rpa_mask_bit(a, w->seq, q_len, jj, kk)) {
-        locate_keys(jb, &one, w->seq, key, 1);
+      if (prefix + kk >= rlo && rpa_mask_bit(a, w->seq, q_len, jj, kk)) {
+        locate_keys(jb, &one, w->seq, prefix + kk, 1);
         kr.kbase[kr.n] = one.kbase[0];
         kr.vbase[kr.n] = one.vbase[0];
         kr.khs[kr.n] = one.khs[0];
         kr.vhs[kr.n] = one.vhs[0];
-        if (kr.n == 0) s.c = key; /* unused by full steps */
         kr.n++;
       }
       if (kr.n > 0 && (kr.n == step || kk == jj)) {
         head_rows(jb, &kr, w->head, krow, vrow);
         s.n = kr.n;
-        k->prefill_step(&s);
+        k->decode_step(&s);
         kr.n = 0;
       }
+    }
+    k->decode_end(t->to, ldv, G, Dv, a->cache.dtype);
+    /* Merge (the NaN rule holds: a non-finite part leaves l or o so). */
+    for (int g = 0; g < G; g++) {
+      const int r = r0 + g;
+      const float m1 = t->m[r], m2 = t->tm[g];
+      const float mm = m1 > m2 ? m1 : m2;
+      const float f1 = t->l[r] == 0.0f ? 0.0f : expf(m1 - mm);
+      const float f2 = expf(m2 - mm);
+      float *o = t->o + (int64_t)r * ldv;
+      const float *o2 = t->to + (int64_t)g * ldv;
+      for (int32_t d = 0; d < Dv; d++) o[d] = o[d] * f1 + o2[d] * f2;
+      t->l[r] = t->l[r] * f1 + t->tl[g] * f2;
+      t->m[r] = mm;
     }
   }
 }
@@ -379,7 +405,7 @@ static void prefill_walk(const job *jb, const rpa_work_item *w,
     s.full = full;
     k->prefill_step(&s);
   }
-  if (masked) tree_walk(jb, w, t, &it, prefix);
+  if (masked) tree_walk(jb, w, t, prefix);
 }
 
 /* ---- decode splits and the final store ---------------------------------- */
@@ -543,7 +569,8 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
 
   /* Scratch: plan + split partials + per-thread rows and workspace, one
      block. */
-  const size_t rows_floats = (size_t)rows_max * (jb.ld + jb.ldv + 3);
+  const size_t rows_floats = (size_t)rows_max * (jb.ld + jb.ldv + 3) +
+                             (size_t)info->group * (jb.ld + jb.ldv + 2);
   const size_t per_thread =
       align64(sizeof(float) * rows_floats) +
       align64(sizeof(float) * rpa_kernel_staging_floats(jb.ld, jb.ldr)) +
@@ -575,6 +602,14 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->l = f;
     f += rows_max;
     t->pos = (int32_t *)f;
+    f += rows_max;
+    t->tq = f;
+    f += (size_t)info->group * jb.ld;
+    t->to = f;
+    f += (size_t)info->group * jb.ldv;
+    t->tm = f;
+    f += info->group;
+    t->tl = f;
     p += align64(sizeof(float) * rows_floats);
     t->qs = (float *)p;
     p += align64(sizeof(float) * rpa_kernel_staging_floats(jb.ld, jb.ldr));

@@ -239,6 +239,47 @@ static void invariance(void) {
   th_end();
 }
 
+/* A NaN in one new token's key poisons exactly the rows whose mask row
+   marks that token, in its KV head's query heads (docs/contract.md,
+   section 6), on every set alike. */
+static void nan_in_a_draft(void) {
+  th_begin("a NaN in a draft's key poisons exactly the tokens that see it");
+  {
+    int32_t ql[2] = {1, 24}, kl[2] = {10, 60};
+    tb_config c = tb_config_default();
+    c.seed = 21;
+    c.num_seqs = 2;
+    c.q_lens = ql;
+    c.kv_lens = kl;
+    c.num_q_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    c.page_size = 16;
+    c.tree = 1;
+    tb_batch b;
+    const int made = tb_make(&b, &c) == 0;
+    CHECK(made && b.mask_offsets[1] >= 0, "tb_make / no mask");
+    if (made && b.mask_offsets[1] >= 0) {
+      const int32_t bad = 7, q0 = b.cu_q_lens[1]; /* draft 7, KV head 1 */
+      float *k = tb_data(&b.k);
+      k[(int64_t)(q0 + bad) * b.args.k.token_stride + b.args.k.head_stride + 3] = NAN;
+      CHECK(rpa_attention(ctx, &b.args) == RPA_OK, "%s", rpa_context_last_error(ctx));
+      const float *out = tb_data(&b.out);
+      for (int32_t j = 0; j < ql[1]; j++)
+        for (int32_t n = 0; n < 4; n++) {
+          const float x = out[(int64_t)(q0 + j) * b.args.out.token_stride +
+                              n * b.args.out.head_stride];
+          const int sees = n / 2 == 1 && j >= bad && tb_mask_sees(&b, 1, j, bad);
+          CHECK(sees ? isnan(x) : isfinite(x),
+                "token %d head %d: %g (sees the NaN: %d)", (int)j, (int)n,
+                (double)x, sees);
+        }
+    }
+    tb_free(&b);
+  }
+  th_end();
+}
+
 /* A bad mask: the status, a message naming the rule, nothing written. */
 static void expect_error(const char *name, tb_batch *b, const rpa_args *a,
                          rpa_status want, const char *needle) {
@@ -348,6 +389,7 @@ int main(void) {
   random_trees(th_quick() ? 8 : 60);
   triangle_is_causal();
   invariance();
+  nan_in_a_draft();
   errors();
   rpa_context_destroy(ctx);
   return th_finish("test_mask");
