@@ -254,6 +254,21 @@ typedef struct rpa_args {
   const uint8_t *mask;
   const int64_t *mask_offsets; /* [num_seqs] */
   int64_t mask_bits;
+
+  /* Optional shared prefixes (cascade attention). When sequences begin with
+     the same cached tokens in the same pages (a system prompt, a few-shot
+     block, beam search), name them as a group: num_shared groups,
+     shared_len[g] tokens of group g's prefix, shared_group[i] sequence i's
+     group or -1. The decode sequences of a group then read the prefix's K/V
+     once per call for the whole group (instead of once each), and merge
+     that partial softmax with their own tokens'. The result is that of the
+     call without groups, to float32 rounding. Every member's page table
+     must hold the same pages for the prefix, the prefix must be cached
+     (shared_len[g] <= kv_len - q_len) and no member may write into one of
+     its pages. 0 / NULL: none. */
+  int32_t num_shared;
+  const int32_t *shared_len;   /* [num_shared] */
+  const int32_t *shared_group; /* [num_seqs] */
 } rpa_args;
 
 RPA_API rpa_args rpa_args_default(void);

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
 
 JOBS=$(nproc 2>/dev/null || echo 2)
-TESTS="test_dtype test_api test_validation test_cache test_determinism test_attention test_kernels test_numerics test_counting test_concurrency test_fuzz_corpus test_merge test_mask"
+TESTS="test_dtype test_api test_validation test_cache test_determinism test_attention test_kernels test_numerics test_counting test_concurrency test_fuzz_corpus test_merge test_mask test_cascade"
 passed=0
 failed=0
 stage_failures=0

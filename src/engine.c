@@ -42,6 +42,7 @@ typedef struct thread_scratch {
   int32_t *pos;   /* [rows] query position of each row */
   float *tq, *to; /* tree_walk: one token's G rows [G][ld], [G][ldv], */
   float *tm, *tl; /* [G] */
+  float *fo, *fm, *fl; /* a shared-prefix item finishing a member: [Hq] */
 } thread_scratch;
 
 typedef struct job {
@@ -57,6 +58,7 @@ typedef struct job {
   int bf16_ok;          /* prefill may use the bf16 dot product */
   int hw_streams;       /* decode leaves K/V prefetch to the hardware */
   size_t es;            /* cache element size */
+  rpa_cascade cs;       /* shared prefixes (when a->num_shared > 0) */
 } job;
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
@@ -176,26 +178,32 @@ static void prefetch_head(const job *jb, const key_rows *kr, int32_t h) {
 
 /* Widens the item's query rows once, quantized by q_scale when asked: row
    (h - h0) * R + (jj - j0) * G + g; zero from D to ld. */
+/* Query row (token tok, query head n), widened (and quantized), into dst;
+   zero from D to ld. */
+static void load_query_row(const job *jb, int64_t tok, int32_t n, float *dst) {
+  const rpa_args *a = jb->a;
+  const int32_t D = a->head_dim;
+  const int64_t qes = (int64_t)rpa_dtype_size(a->q.dtype);
+  const int64_t e = tok * a->q.token_stride + (int64_t)n * a->q.head_stride;
+  jb->k->load_row(dst, (const char *)a->q.data + e * qes, a->q.dtype, D);
+  if (a->q_scale > 0.0f)
+    for (int32_t d = 0; d < D; d++)
+      dst[d] = rpa_quantize_q(dst[d], a->q_scale, a->cache.dtype);
+  for (int d = D; d < jb->ld; d++) dst[d] = 0.0f;
+}
+
 static void load_query_rows(const job *jb, const rpa_work_item *w,
                             thread_scratch *t, int32_t h0, int32_t h1) {
   const rpa_args *a = jb->a;
-  const int32_t G = jb->info->group, D = a->head_dim;
+  const int32_t G = jb->info->group;
   const int R = (w->j1 - w->j0) * G;
   const int32_t q0 = a->cu_q_lens[w->seq];
-  const int64_t qes = (int64_t)rpa_dtype_size(a->q.dtype);
   for (int32_t h = h0; h < h1; h++)
     for (int32_t jj = w->j0; jj < w->j1; jj++)
-      for (int32_t g = 0; g < G; g++) {
-        float *dst =
-            t->q + (int64_t)((h - h0) * R + (jj - w->j0) * G + g) * jb->ld;
-        const int64_t e = (int64_t)(q0 + jj) * a->q.token_stride +
-                          (int64_t)(h * G + g) * a->q.head_stride;
-        jb->k->load_row(dst, (const char *)a->q.data + e * qes, a->q.dtype, D);
-        if (a->q_scale > 0.0f)
-          for (int32_t d = 0; d < D; d++)
-            dst[d] = rpa_quantize_q(dst[d], a->q_scale, a->cache.dtype);
-        for (int d = D; d < jb->ld; d++) dst[d] = 0.0f;
-      }
+      for (int32_t g = 0; g < G; g++)
+        load_query_row(jb, q0 + jj, h * G + g,
+                       t->q + (int64_t)((h - h0) * R + (jj - w->j0) * G + g) *
+                                  jb->ld);
 }
 
 static void init_state(const job *jb, thread_scratch *t, int rows) {
@@ -410,24 +418,37 @@ static void prefill_walk(const job *jb, const rpa_work_item *w,
 
 /* ---- decode splits and the final store ---------------------------------- */
 
-/* Parks this split's (m, l, o); the split that finishes last merges all of
-   them, in split order, into t. Returns 1 if this item is that one. */
-static int merge_splits(const job *jb, const rpa_work_item *w,
-                        thread_scratch *t, int rows) {
+/* Parks rows [0, rows) of (m, l, o) as rows [r0, r0 + rows) of split
+   `split` of decode slot `slot`. */
+static void park_rows(const job *jb, int32_t slot, int32_t split, int r0,
+                      const float *m, const float *l, const float *o,
+                      int rows) {
   const int32_t Hq = jb->a->num_q_heads, Dv = jb->info->head_dim_v;
   const int ldv = jb->ldv;
   const int64_t stride = 2 + ldv;
   float *part = jb->partials +
-                ((int64_t)w->slot * RPA_MAX_SPLITS + w->split) * Hq * stride;
+                ((int64_t)slot * RPA_MAX_SPLITS + split) * Hq * stride +
+                (int64_t)r0 * stride;
   for (int r = 0; r < rows; r++) {
-    part[r * stride] = t->m[r];
-    part[r * stride + 1] = t->l[r];
-    memcpy(part + r * stride + 2, t->o + (int64_t)r * ldv,
+    part[r * stride] = m[r];
+    part[r * stride + 1] = l[r];
+    memcpy(part + r * stride + 2, o + (int64_t)r * ldv,
            sizeof(float) * (size_t)Dv);
   }
-  if (atomic_fetch_sub_explicit(&jb->pending[w->slot], 1,
-                                memory_order_acq_rel) != 1)
-    return 0;
+}
+
+/* One part of a slot is parked: 1 if it was the last. */
+static int arrive(const job *jb, int32_t slot) {
+  return atomic_fetch_sub_explicit(&jb->pending[slot], 1,
+                                   memory_order_acq_rel) == 1;
+}
+
+/* Merges every parked split of w's slot, in split order, into t. */
+static void merge_parked(const job *jb, const rpa_work_item *w,
+                         thread_scratch *t, int rows) {
+  const int32_t Hq = jb->a->num_q_heads, Dv = jb->info->head_dim_v;
+  const int ldv = jb->ldv;
+  const int64_t stride = 2 + ldv;
   const float *base = jb->partials + (int64_t)w->slot * RPA_MAX_SPLITS * Hq * stride;
   for (int r = 0; r < rows; r++) {
     float mm = -INFINITY;
@@ -448,6 +469,15 @@ static int merge_splits(const job *jb, const rpa_work_item *w,
     t->m[r] = mm;
     t->l[r] = ll;
   }
+}
+
+/* Parks this split's (m, l, o); the part that arrives last merges all of
+   them, in split order, into t. Returns 1 if this item is that one. */
+static int merge_splits(const job *jb, const rpa_work_item *w,
+                        thread_scratch *t, int rows) {
+  park_rows(jb, w->slot, w->split, 0, t->m, t->l, t->o, rows);
+  if (!arrive(jb, w->slot)) return 0;
+  merge_parked(jb, w, t, rows);
   return 1;
 }
 
@@ -499,10 +529,109 @@ static void store_rows(const job *jb, const rpa_work_item *w,
       }
 }
 
+/* ---- shared prefixes ----------------------------------------------------- */
+
+/* A shared-prefix item: KV head h of group g's prefix keys, read once for
+   the rows of members [j0, j1) (their G query rows each), walked as a
+   prefill block whose rows all see every key (but a sliding window's
+   edge); each member's rows are then parked as the last split of its slot,
+   and a member whose other parts are all in is merged and stored here. */
+static void run_cascade(const job *jb, const rpa_work_item *w,
+                        thread_scratch *t) {
+  const rpa_args *a = jb->a;
+  const rpa_kernels *k = jb->k;
+  const int32_t G = jb->info->group, h = w->head;
+  const int32_t *mem = jb->cs.members;
+  const int nm = w->j1 - w->j0, R = nm * G, step = k->prefill_keys;
+  int32_t pos_min = INT32_MAX, pos_max = 0;
+  for (int mi = 0; mi < nm; mi++) {
+    const int32_t seq = mem[w->j0 + mi], pos = a->kv_lens[seq] - 1;
+    pos_min = pos < pos_min ? pos : pos_min;
+    pos_max = pos > pos_max ? pos : pos_max;
+    for (int32_t g = 0; g < G; g++) {
+      load_query_row(jb, a->cu_q_lens[seq], h * G + g,
+                     t->q + (int64_t)(mi * G + g) * jb->ld);
+      t->pos[mi * G + g] = pos;
+    }
+  }
+  init_state(jb, t, R);
+  rpa_prefill_item it;
+  it.q = t->q;
+  it.ld = jb->ld;
+  it.qs = t->qs;
+  it.ldr = jb->ldr;
+  it.rows = R;
+  it.pos = t->pos;
+  it.D = a->head_dim;
+  it.Dv = jb->info->head_dim_v;
+  it.dtype = a->cache.dtype;
+  it.kmul = jb->kmul;
+  it.cap = a->soft_cap;
+  it.causal = a->causal;
+  it.window = a->sliding_window;
+  it.bf16_ok = jb->bf16_ok;
+  k->prefill_begin(&it);
+  const void *krow[MAXK], *vrow[MAXK];
+  rpa_prefill_step_args s;
+  s.item = &it;
+  s.krows = krow;
+  s.vrows = vrow;
+  s.m = t->m;
+  s.l = t->l;
+  s.o = t->o;
+  s.ldo = jb->ldv;
+  s.work = t->work;
+  /* every key of the prefix precedes every row; a window may cut the
+     oldest keys for some rows (and all of them for every row) */
+  const int window = a->causal && a->sliding_window > 0;
+  int64_t lo = w->c0;
+  if (window && pos_min - a->sliding_window + 1 > lo)
+    lo = pos_min - a->sliding_window + 1;
+  const int64_t hi = w->c1;
+  key_rows cur, next;
+  locate_step(jb, &next, w->seq, lo, step, hi);
+  for (int64_t c = lo; c < hi; c += step) {
+    cur = next;
+    locate_step(jb, &next, w->seq, c + step, step, hi);
+    prefetch_head(jb, &next, h);
+    head_rows(jb, &cur, h, krow, vrow);
+    s.c = c;
+    s.n = cur.n;
+    s.full = !window || pos_max - c < a->sliding_window;
+    k->prefill_step(&s);
+  }
+  for (int mi = 0; mi < nm; mi++) {
+    const int32_t seq = mem[w->j0 + mi];
+    const int32_t slot = jb->cs.slot[seq], splits = jb->cs.splits[seq];
+    const int r0 = mi * G;
+    park_rows(jb, slot, splits - 1, h * G, t->m + r0, t->l + r0,
+              t->o + (int64_t)r0 * jb->ldv, G);
+    if (!arrive(jb, slot)) continue;
+    rpa_work_item wf = {0};
+    wf.seq = seq;
+    wf.head = -1;
+    wf.j0 = 0;
+    wf.j1 = 1;
+    wf.slot = slot;
+    wf.splits = splits;
+    wf.group = -1;
+    thread_scratch tf = *t;
+    tf.m = t->fm;
+    tf.l = t->fl;
+    tf.o = t->fo;
+    merge_parked(jb, &wf, &tf, a->num_q_heads);
+    store_rows(jb, &wf, &tf, 0, a->num_kv_heads);
+  }
+}
+
 static void run_item(void *arg, int index, int thread) {
   const job *jb = arg;
   const rpa_work_item *w = &jb->items[index];
   thread_scratch *t = &jb->ts[thread];
+  if (w->group >= 0) {
+    run_cascade(jb, w, t);
+    return;
+  }
   const int decode = w->head < 0;
   const int32_t h0 = decode ? 0 : w->head;
   const int32_t h1 = decode ? jb->a->num_kv_heads : w->head + 1;
@@ -546,6 +675,8 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     const int pr = (info->max_q_len < bq ? info->max_q_len : bq) * info->group;
     if (pr > rows_max) rows_max = pr;
   }
+  const int cascade = a->num_shared > 0;
+  if (cascade && bq * info->group > rows_max) rows_max = bq * info->group;
   jb.ldr = round_up(rows_max, 16);
   const float qs = a->q_scale > 0.0f ? a->q_scale : 1.0f;
   jb.kmul = a->sm_scale * a->k_scale * qs;
@@ -570,7 +701,8 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
   /* Scratch: plan + split partials + per-thread rows and workspace, one
      block. */
   const size_t rows_floats = (size_t)rows_max * (jb.ld + jb.ldv + 3) +
-                             (size_t)info->group * (jb.ld + jb.ldv + 2);
+                             (size_t)info->group * (jb.ld + jb.ldv + 2) +
+                             (cascade ? (size_t)a->num_q_heads * (jb.ldv + 2) : 0);
   const size_t per_thread =
       align64(sizeof(float) * rows_floats) +
       align64(sizeof(float) * rpa_kernel_staging_floats(jb.ld, jb.ldr)) +
@@ -580,15 +712,28 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
                                     a->num_q_heads * (2 + jb.ldv));
   const size_t pend_bytes = align64(sizeof(_Atomic int) * (size_t)(slots + 1));
   const size_t ts_bytes = align64(sizeof(thread_scratch) * (size_t)threads);
+  /* shared prefixes: members [S], group starts [K + 1], slot [max(S, K)]
+     (a cursor per group while grouping), splits [S] */
+  const int64_t S = info->num_seqs, K = cascade ? a->num_shared : 0;
+  const size_t cs_ints = cascade ? (size_t)(S + K + 1 + (S > K ? S : K) + S) : 0;
+  const size_t cs_bytes = align64(sizeof(int32_t) * cs_ints);
   const size_t total = plan_bytes + part_bytes + pend_bytes + ts_bytes +
-                       per_thread * (size_t)threads;
+                       cs_bytes + per_thread * (size_t)threads;
   char *mem = rpa_scratch(ctx, total);
   if (!mem) return rpa_fail(ctx, RPA_OUT_OF_MEMORY, "scratch: %zu bytes", total);
   jb.items = (rpa_work_item *)mem;
   jb.partials = (float *)(mem + plan_bytes);
   jb.pending = (_Atomic int *)(mem + plan_bytes + part_bytes);
   jb.ts = (thread_scratch *)(mem + plan_bytes + part_bytes + pend_bytes);
-  char *tmem = mem + plan_bytes + part_bytes + pend_bytes + ts_bytes;
+  char *tmem = mem + plan_bytes + part_bytes + pend_bytes + ts_bytes + cs_bytes;
+  if (cascade) {
+    int32_t *ci = (int32_t *)(mem + plan_bytes + part_bytes + pend_bytes + ts_bytes);
+    jb.cs.members = ci;
+    jb.cs.group_start = ci + S;
+    jb.cs.slot = ci + S + K + 1;
+    jb.cs.splits = jb.cs.slot + (S > K ? S : K);
+    rpa_plan_groups(a, info, &jb.cs);
+  }
   for (int i = 0; i < threads; i++) {
     char *p = tmem + per_thread * (size_t)i;
     thread_scratch *t = &jb.ts[i];
@@ -610,13 +755,23 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     t->tm = f;
     f += info->group;
     t->tl = f;
+    f += info->group;
+    t->fo = t->fm = t->fl = NULL;
+    if (cascade) {
+      t->fo = f;
+      f += (size_t)a->num_q_heads * jb.ldv;
+      t->fm = f;
+      f += a->num_q_heads;
+      t->fl = f;
+    }
     p += align64(sizeof(float) * rows_floats);
     t->qs = (float *)p;
     p += align64(sizeof(float) * rpa_kernel_staging_floats(jb.ld, jb.ldr));
     t->work = (float *)p;
   }
 
-  const int n = rpa_plan(a, info, k->decode_keys, jb.items, jb.pending);
+  const int n = rpa_plan(a, info, k->decode_keys, cascade ? &jb.cs : NULL,
+                         jb.items, jb.pending);
   int64_t cost = 0;
   for (int i = 0; i < n; i++) cost += jb.items[i].cost;
   /* Tiny calls stay on the caller's thread: waking workers costs more. */

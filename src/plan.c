@@ -41,7 +41,7 @@ int rpa_block_tokens(int group) {
 
 int64_t rpa_plan_bound(const rpa_args *a, const rpa_batch_info *info,
                        int64_t *slots) {
-  int64_t n = 0;
+  int64_t n = 0, decodes = 0;
   *slots = 0;
   const int bq = rpa_block_tokens(info->group);
   for (int32_t i = 0; i < info->num_seqs; i++) {
@@ -49,11 +49,39 @@ int64_t rpa_plan_bound(const rpa_args *a, const rpa_batch_info *info,
     if (q_len == 1) {
       n += RPA_MAX_SPLITS;
       *slots += 1;
+      decodes++;
     } else {
       n += (int64_t)a->num_kv_heads * ((q_len + bq - 1) / bq);
     }
   }
+  /* shared-prefix items: per KV head, a block of members at a time */
+  if (a->num_shared > 0)
+    n += (int64_t)a->num_kv_heads * (decodes / bq + a->num_shared);
   return n;
+}
+
+void rpa_plan_groups(const rpa_args *a, const rpa_batch_info *info,
+                     rpa_cascade *cs) {
+  const int32_t K = a->num_shared, S = info->num_seqs;
+  cs->members_per_item = rpa_block_tokens(info->group);
+  for (int32_t g = 0; g <= K; g++) cs->group_start[g] = 0;
+  for (int32_t i = 0; i < S; i++) {
+    const int32_t g = a->shared_group[i];
+    if (g >= 0 && a->cu_q_lens[i + 1] - a->cu_q_lens[i] == 1)
+      cs->group_start[g + 1]++;
+  }
+  for (int32_t g = 0; g < K; g++) /* one member alone shares nothing */
+    if (cs->group_start[g + 1] < 2 || a->shared_len[g] == 0)
+      cs->group_start[g + 1] = 0;
+  for (int32_t g = 0; g < K; g++) cs->group_start[g + 1] += cs->group_start[g];
+  int32_t *fill = cs->slot; /* borrowed as a cursor per group */
+  for (int32_t g = 0; g < K; g++) fill[g] = cs->group_start[g];
+  for (int32_t i = 0; i < S; i++) {
+    const int32_t g = a->shared_group[i];
+    if (g >= 0 && a->cu_q_lens[i + 1] - a->cu_q_lens[i] == 1 &&
+        cs->group_start[g + 1] > cs->group_start[g])
+      cs->members[fill[g]++] = i;
+  }
 }
 
 static int cmp_cost(const void *x, const void *y) {
@@ -62,16 +90,22 @@ static int cmp_cost(const void *x, const void *y) {
   if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
   if (a->head != b->head) return a->head < b->head ? -1 : 1;
   if (a->j0 != b->j0) return a->j0 < b->j0 ? -1 : 1;
+  if (a->group != b->group) return a->group < b->group ? -1 : 1;
   return a->split < b->split ? -1 : (a->split > b->split);
 }
 
 /* The split items of decode sequence i; returns how many. */
 static int plan_decode(const rpa_args *a, int32_t i, int64_t step_keys,
-                       int64_t kv_bytes, rpa_work_item *items) {
+                       int64_t kv_bytes, int cascaded, rpa_work_item *items) {
   const int32_t kv_len = a->kv_lens[i];
   int64_t lo, hi;
   rpa_visible(a, kv_len - 1, kv_len, &lo, &hi);
-  const int splits = decode_splits(hi - lo);
+  /* a cascaded member's prefix comes from its group's items; one partial
+     slot is kept for it */
+  if (cascaded && lo < a->shared_len[a->shared_group[i]])
+    lo = a->shared_len[a->shared_group[i]];
+  int splits = decode_splits(hi - lo);
+  if (cascaded && splits == RPA_MAX_SPLITS) splits--;
   const int64_t per = (hi - lo + splits - 1) / splits;
   const int64_t chunk = (per + step_keys - 1) / step_keys * step_keys;
   int made = 0;
@@ -87,6 +121,7 @@ static int plan_decode(const rpa_args *a, int32_t i, int64_t step_keys,
     w->c0 = (int32_t)c0;
     w->c1 = (int32_t)c1;
     w->split = s;
+    w->group = -1;
     w->cost = (c1 - c0) * kv_bytes / 16; /* ~16 B/ns per thread */
   }
   return made;
@@ -117,6 +152,7 @@ static int plan_prefill(const rpa_args *a, const rpa_batch_info *info,
       w->split = 0;
       w->slot = -1;
       w->splits = 1;
+      w->group = -1;
       /* ~100 flop/ns per thread */
       w->cost = 4 * keys * (j1 - j0) * info->group *
                 (a->head_dim + info->head_dim_v) / 2 / 100;
@@ -126,7 +162,8 @@ static int plan_prefill(const rpa_args *a, const rpa_batch_info *info,
 }
 
 int rpa_plan(const rpa_args *a, const rpa_batch_info *info, int step_keys,
-             rpa_work_item *items, _Atomic int *pending) {
+             const rpa_cascade *cs, rpa_work_item *items,
+             _Atomic int *pending) {
   int n = 0, slot = 0;
   const int64_t kv_bytes =
       (int64_t)a->num_kv_heads * (a->head_dim + info->head_dim_v) *
@@ -137,13 +174,45 @@ int rpa_plan(const rpa_args *a, const rpa_batch_info *info, int step_keys,
       n += plan_prefill(a, info, i, items + n);
       continue;
     }
-    const int made = plan_decode(a, i, step_keys, kv_bytes, items + n);
+    const int cascaded = cs && rpa_cascaded(a, cs, i);
+    const int made = plan_decode(a, i, step_keys, kv_bytes, cascaded, items + n);
+    /* a cascaded member parks its prefix part as one split more, written
+       by its group's items, one per KV head */
+    const int parts = made + cascaded;
     for (int k = n; k < n + made; k++) {
-      items[k].slot = made > 1 ? slot : -1;
-      items[k].splits = made;
+      items[k].slot = parts > 1 ? slot : -1;
+      items[k].splits = parts;
     }
-    if (made > 1) atomic_init(&pending[slot++], made);
+    if (cascaded) {
+      cs->slot[i] = slot;
+      cs->splits[i] = parts;
+    }
+    if (parts > 1)
+      atomic_init(&pending[slot++], made + (cascaded ? a->num_kv_heads : 0));
     n += made;
+  }
+  /* Shared prefixes: per group, per block of members, per KV head, one
+     item over the prefix's keys for all those members' rows. */
+  for (int32_t g = 0; cs && g < a->num_shared; g++) {
+    const int32_t m0 = cs->group_start[g], m1 = cs->group_start[g + 1];
+    for (int32_t b = m0; b < m1; b += cs->members_per_item) {
+      const int32_t e = b + cs->members_per_item < m1 ? b + cs->members_per_item : m1;
+      for (int32_t h = 0; h < a->num_kv_heads; h++) {
+        rpa_work_item *w = &items[n++];
+        w->seq = cs->members[m0];
+        w->head = h;
+        w->j0 = b;
+        w->j1 = e;
+        w->c0 = 0;
+        w->c1 = a->shared_len[g];
+        w->split = 0;
+        w->slot = -1;
+        w->splits = 0;
+        w->group = g;
+        w->cost = 4 * (int64_t)a->shared_len[g] * (e - b) * info->group *
+                  (a->head_dim + info->head_dim_v) / 2 / 100;
+      }
+    }
   }
   qsort(items, (size_t)n, sizeof *items, cmp_cost);
   return n;

@@ -553,6 +553,58 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
       }
     }
   }
+  /* Shared prefixes: cached, in the same pages for every member, never
+     written. */
+  if (a->num_shared < 0)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "num_shared: %d is negative",
+                    (int)a->num_shared);
+  if (a->num_shared > 0 && (!a->shared_len || (seqs > 0 && !a->shared_group)))
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL with num_shared %d",
+                    a->shared_len ? "shared_group" : "shared_len",
+                    (int)a->num_shared);
+  for (int32_t g = 0; g < a->num_shared; g++)
+    if (a->shared_len[g] < 0)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "shared_len: group %d has %d tokens", (int)g,
+                      (int)a->shared_len[g]);
+  for (int32_t i = 0; a->num_shared > 0 && i < seqs; i++) {
+    const int32_t g = a->shared_group[i];
+    if (g == -1) continue;
+    if (g < 0 || g >= a->num_shared)
+      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                      "shared_group: sequence %d is in group %d, not -1 or in "
+                      "[0, num_shared %d)",
+                      (int)i, (int)g, (int)a->num_shared);
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    const int32_t cached = a->kv_lens[i] - q_len, L = a->shared_len[g];
+    if (L > cached)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "shared_len: group %d's prefix of %d tokens is longer "
+                      "than sequence %d's %d cached tokens (kv_len - q_len)",
+                      (int)g, (int)L, (int)i, (int)cached);
+    const int64_t ps = a->cache.page_size;
+    const int64_t pages = (L + ps - 1) / ps;
+    if (update && cached < pages * ps)
+      return rpa_fail(ctx, RPA_OVERLAP,
+                      "shared_len: sequence %d writes its token at position "
+                      "%d into logical page %lld, a page of group %d's shared "
+                      "prefix (%d tokens)",
+                      (int)i, (int)cached, (long long)(cached / ps), (int)g,
+                      (int)L);
+    int32_t prev = i - 1;
+    while (prev >= 0 && a->shared_group[prev] != g) prev--;
+    if (prev < 0) continue;
+    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
+    const int32_t *ref = a->page_indices + (int64_t)prev * a->pages_per_seq;
+    for (int64_t p = 0; p < pages; p++)
+      if (row[p] != ref[p])
+        return rpa_fail(ctx, RPA_INVALID_PAGES,
+                        "shared_group: sequence %d's logical page %lld is "
+                        "physical page %d, but group %d's prefix has page %d "
+                        "there (sequence %d)",
+                        (int)i, (long long)p, (int)row[p], (int)g, (int)ref[p],
+                        (int)prev);
+  }
   const int64_t total_q = seqs > 0 ? a->cu_q_lens[seqs] : 0;
   if (update && (st = check_written_pages(ctx, a, seqs))) return st;
 
@@ -600,14 +652,18 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                     "pages_per_seq: num_seqs %d * pages_per_seq %d entries "
                     "overflow the address space",
                     (int)a->num_seqs, (int)a->pages_per_seq);
-  const view meta[6] = {
+  const view meta[8] = {
       {"cu_q_lens", a->cu_q_lens, ((int64_t)a->num_seqs + 1) * 4},
       {"kv_lens", a->kv_lens, (int64_t)a->num_seqs * 4},
       {"page_indices", a->page_indices, table_bytes},
       {"sinks", a->sinks, a->sinks ? Hq * 4 : 0},
       {"mask", a->mask, a->mask ? mask_bytes : 0},
       {"mask_offsets", a->mask ? a->mask_offsets : NULL,
-       a->mask ? (int64_t)a->num_seqs * 8 : 0}};
+       a->mask ? (int64_t)a->num_seqs * 8 : 0},
+      {"shared_len", a->num_shared > 0 ? a->shared_len : NULL,
+       (int64_t)a->num_shared * 4},
+      {"shared_group", a->num_shared > 0 ? a->shared_group : NULL,
+       a->num_shared > 0 ? (int64_t)a->num_seqs * 4 : 0}};
   if (update && !latent && views_overlap(&ck, &cv) &&
       !kv_interleave_ok(&a->cache, Hkv, D, dv))
     return rpa_fail(ctx, RPA_OVERLAP,
@@ -622,7 +678,7 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                          &meta[0], &meta[1], &meta[2]};
   for (int w = 0; w < 4; w++) {
     if (!written[w]) continue;
-    for (int r = 0; r < 13; r++) {
+    for (int r = 0; r < 15; r++) {
       const view *other = r < 10 ? all[r] : &meta[r - 7];
       if (other == written[w]) continue;
       if ((written[w] == &ck && other == &cv) ||
