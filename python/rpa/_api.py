@@ -144,7 +144,8 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
               soft_cap=None, q_scale=None, k_scale=None, v_scale=None,
               causal=True, update_kv_cache=True, sinks=None, out=None,
               out_dtype=None, head_dim_v=None, return_lse=False,
-              num_threads=None, isa=None, mask=None):
+              num_threads=None, isa=None, mask=None, shared_len=None,
+              shared_group=None):
     """Ragged paged attention over any strided cache layout; the cache is
     updated IN PLACE.
 
@@ -171,6 +172,12 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     new token k (speculative decoding: a tree of drafts, each seeing its
     ancestors). Each row must mark its own token and no later one; every
     new token sees the cached prefix as usual. Needs causal=True.
+
+    shared_len [K], shared_group [S] (int32, both or neither): shared
+    prefixes (cascade attention). Sequence i belongs to group shared_group[i]
+    (-1: none), whose first shared_len[g] cached tokens are the same pages
+    for every member; decode members then read them once per call for the
+    group. Same result as without, to float32 rounding.
 
     Returns out [T, Hq, Dv] (a new array in out_dtype, default q's dtype,
     rows past cu_q_lens[S] zero; or the given ``out``, written in place), and
@@ -258,6 +265,12 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
         _check_shape("sinks", sinks, (Hq,))
 
     mask_bits, mask_offsets = _pack_masks(mask, cu_q_lens, S)
+    if (shared_len is None) != (shared_group is None):
+        raise ValueError("shared_len and shared_group: give both or neither")
+    if shared_len is not None:
+        shared_len = _int32("shared_len", shared_len)
+        shared_group = _int32("shared_group", shared_group)
+        _check_shape("shared_group", shared_group, (S,))
 
     if out is None:
         od = q.dtype if out_dtype is None else np.dtype(out_dtype)
@@ -326,6 +339,10 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     a.causal = 1 if causal else 0
     a.sinks = _ptr(sinks)
     a.update_kv_cache = 1 if update else 0
+    if shared_len is not None:
+        a.num_shared = shared_len.shape[0]
+        a.shared_len = _ptr(shared_len) if shared_len.size else None
+        a.shared_group = _ptr(shared_group) if shared_group.size else None
     if mask_bits is not None:
         a.mask = _ptr(mask_bits)
         a.mask_offsets = _ptr(mask_offsets)

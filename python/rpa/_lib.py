@@ -117,6 +117,7 @@ class RpaArgs(ctypes.Structure):
         ("causal", _i32), ("sliding_window", _i32), ("sinks", _p),
         ("update_kv_cache", _i32),
         ("mask", _p), ("mask_offsets", _p), ("mask_bits", _i64),
+        ("num_shared", _i32), ("shared_len", _p), ("shared_group", _p),
     ]
 
 

@@ -1,6 +1,8 @@
 """Tree masks (speculative decoding) through rpa.attention's ``mask``:
 random trees of drafts against the float64 oracle (a dense visibility test
-per pair) on every kernel set, and bad masks refused with the rule named."""
+per pair) on every kernel set, and bad masks refused with the rule named.
+Shared prefixes (``shared_len``/``shared_group``, cascade attention): the
+same result as without them, and as the oracle; bad groups refused."""
 import numpy as np
 import pytest
 
@@ -71,3 +73,40 @@ def test_bad_masks():
         rpa.attention(*args, mask=[np.eye(4), None])
     with pytest.raises(rpa.RPAError, match="non-causal"):
         rpa.attention(*args, mask=eye, causal=False)
+
+
+@pytest.mark.parametrize("isa", rpa.kernel_sets())
+def test_shared_prefix_equals_plain_call(isa):
+    """16 decodes sharing a 96-token prefix (their page tables point at the
+    same pages), plus one sequence of no group: the same output as without
+    the groups (to float32 rounding), and as the oracle."""
+    rng = np.random.default_rng(8)
+    seqs = [(1, 96 + 8 + 5 * i) for i in range(16)] + [(1, 50)]
+    b = Batch(rng, seqs, q_dtype=F32, kv_dtype=BF16, num_q_heads=8,
+              num_kv_heads=2, head_dim=64, page_size=8)
+    pi = b.page_indices.reshape(len(seqs), -1)
+    pi[1:16, :12] = pi[0, :12]  # 96 tokens = 12 pages
+    b.page_indices = pi.reshape(-1)
+    cache = b.kv_cache.copy()
+    kc, vc = rpa.cache_views(cache)
+    args = (b.queries, None, None, kc, vc, b.kv_lens, b.page_indices,
+            b.cu_q_lens)
+    groups = np.array([0] * 16 + [-1], np.int32)
+    plain = rpa.attention(*args, update_kv_cache=False, sm_scale=0.1,
+                          isa=isa)
+    shared = rpa.attention(*args, update_kv_cache=False, sm_scale=0.1,
+                           isa=isa, shared_len=np.array([96], np.int32),
+                           shared_group=groups)
+    assert np.abs(plain - shared).max() <= 2e-6
+    ref = oracle(b, cache, sm_scale=0.1)
+    check_close(shared[:b.num_tokens], ref, F32, vmax(b, cache), "shared")
+    bad = b.page_indices.copy().reshape(len(seqs), -1)
+    bad[3, 2] = bad[16, 0]
+    with pytest.raises(rpa.RPAError, match="sequence 3's logical page 2"):
+        rpa.attention(b.queries, None, None, kc, vc, b.kv_lens,
+                      bad.reshape(-1), b.cu_q_lens, update_kv_cache=False,
+                      shared_len=np.array([96], np.int32),
+                      shared_group=groups)
+    with pytest.raises(ValueError, match="both or neither"):
+        rpa.attention(*args, update_kv_cache=False,
+                      shared_len=np.array([96], np.int32))
