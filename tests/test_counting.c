@@ -233,8 +233,38 @@ static void peaks_and_roofline(void) {
         "compute-bound roofline");
 }
 
+/* A tree mask counts the pairs its bits let through; a shared prefix is
+   read once for its group. */
+static void trees_and_shared(void) {
+  hand_batch h;
+  /* 3 new tokens after 5 cached: a chain would see 6 + 7 + 8 = 21 keys;
+     the tree {0}, {0, 1}, {0, 2} sees 6 + 7 + 7 = 20 */
+  hand_make(&h, 1, (int32_t[]){3}, (int32_t[]){8});
+  const int64_t offs[1] = {0};
+  /* bits j * 3 + k: (0,0) (1,0) (1,1) (2,0) (2,2) = 0, 3, 4, 6, 8 */
+  const uint8_t bits[2] = {(1u << 0) | (1u << 3) | (1u << 4) | (1u << 6), 1u};
+  h.a.mask = bits;
+  h.a.mask_offsets = offs;
+  h.a.mask_bits = 9;
+  bench_count c = count_of(&h);
+  CHECK(c.pairs == 20, "tree pairs %lld", (long long)c.pairs);
+  /* three decodes over 40, 50, 60 tokens, the first 32 shared by all: 150
+     positions, 64 of them counted once */
+  hand_make(&h, 3, (int32_t[]){1, 1, 1}, (int32_t[]){40, 50, 60});
+  const int32_t len[1] = {32}, group[3] = {0, 0, 0};
+  h.a.num_shared = 1;
+  h.a.shared_len = len;
+  h.a.shared_group = group;
+  c = count_of(&h);
+  CHECK(c.kv_positions == 150 - 64, "shared positions %lld",
+        (long long)c.kv_positions);
+  CHECK(c.pairs == 150, "shared pairs %lld (every pair is still computed)",
+        (long long)c.pairs);
+}
+
 int main(void) {
   TEST_CASE("one decode", one_decode());
+  TEST_CASE("trees and shared prefixes", trees_and_shared());
   TEST_CASE("causal triangle", causal_triangle());
   TEST_CASE("sliding windows", windows());
   TEST_CASE("sinks", sinks());

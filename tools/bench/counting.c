@@ -64,6 +64,13 @@ int bench_count_args(const rpa_args *a, bench_count *c) {
     }
     c->kv_positions += bench_seq_kv_positions(q_len, kv_len, causal, window);
   }
+  /* A shared prefix moves once per call: each member's count of it goes,
+     its group's one count comes (members see all of it: no window). */
+  for (int32_t g = 0; g < a->num_shared && !window; g++) {
+    int members = 0;
+    for (int32_t i = 0; i < a->num_seqs; i++) members += a->shared_group[i] == g;
+    if (members > 1) c->kv_positions -= (int64_t)(members - 1) * a->shared_len[g];
+  }
   c->kv_read_bytes = c->kv_positions * kv_row * ks;
   c->q_bytes = tokens * Hq * D * qs;
   c->out_bytes = tokens * Hq * Dv * os;

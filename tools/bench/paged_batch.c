@@ -87,6 +87,7 @@ void bench_batch_free(bench_batch *b) {
   free(b->sinks);
   free(b->mask);
   free(b->mask_offsets);
+  free(b->shared_group);
   free(b->q);
   free(b->k);
   free(b->v);
@@ -113,7 +114,8 @@ int bench_batch_make(bench_batch *b, const bench_workload *w,
     b->cu_q_lens[i + 1] = b->cu_q_lens[i] + w->q_lens[i];
     b->kv_lens[i] = w->kv_lens[i];
     const int64_t pages = (w->kv_lens[i] + ps - 1) / ps;
-    used_pages += pages;
+    /* a shared prefix's pages are owned once, by sequence 0 */
+    used_pages += pages - (i > 0 ? w->shared / ps : 0);
     if (pages > max_pages) max_pages = pages;
   }
   b->num_tokens = b->cu_q_lens[S];
@@ -153,7 +155,8 @@ int bench_batch_make(bench_batch *b, const bench_workload *w,
   for (int64_t i = 0; i < S; i++)
     for (int64_t p = 0; p < max_pages; p++)
       b->page_indices[i * max_pages + p] =
-          p < (w->kv_lens[i] + ps - 1) / ps ? perm[next++] : -1;
+          i > 0 && p < w->shared / ps ? b->page_indices[p]
+          : p < (w->kv_lens[i] + ps - 1) / ps ? perm[next++] : -1;
   free(perm);
 
   /* dense q [T, Hq, D], k / v [T, Hkv, D], out [T, Hq, D] */
@@ -239,6 +242,14 @@ int bench_batch_make(bench_batch *b, const bench_workload *w,
   a->sliding_window = w->window;
   a->sinks = b->sinks;
   a->update_kv_cache = w->update;
+  if (w->shared) {
+    b->shared_group = calloc((size_t)(S > 0 ? S : 1), sizeof(int32_t));
+    if (!b->shared_group) goto oom;
+    b->shared_len[0] = w->shared;
+    a->num_shared = 1;
+    a->shared_len = b->shared_len;
+    a->shared_group = b->shared_group;
+  }
   if (w->tree) {
     /* Every multi-token sequence: a random tree of drafts. Token j > 0
        hangs under a random one of the 8 tokens before it (drafts branch
@@ -366,6 +377,7 @@ int bench_check_sample(rpa_context *ref, const bench_batch *b,
     s.distribution = NULL;
     s.lse = NULL;
     s.mask_offsets = a->mask ? a->mask_offsets + i : NULL;
+    s.num_shared = 0; /* the same result by definition: one sequence alone */
     s.q.data = (char *)a->q.data + (size_t)(row0 * a->q.token_stride) * qs;
     s.k.data = (char *)a->k.data + (size_t)(row0 * a->k.token_stride) * ks;
     s.v.data = (char *)a->v.data + (size_t)(row0 * a->v.token_stride) * ks;

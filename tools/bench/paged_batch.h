@@ -24,6 +24,8 @@ typedef struct bench_batch {
   float *sinks;           /* [Hq] or NULL */
   uint8_t *mask;          /* tree workloads: the packed mask bits, */
   int64_t *mask_offsets;  /* [S] (-1: causal) */
+  int32_t shared_len[1];  /* shared workloads: the one group's prefix, */
+  int32_t *shared_group;  /* [S], all 0 */
   void *q;                /* [T, Hq, D]   q dtype */
   void *k, *v;            /* [T, Hkv, D]  kv dtype: the new tokens' K/V */
   void *out;              /* [T, Hq, D]   out dtype */

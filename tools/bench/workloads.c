@@ -86,6 +86,13 @@ static const bench_builtin builtins[] = {
      0},
     {"gpt-oss-20b.prefill.2048.swa128.bf16.p16", GPT_OSS_20B "seqs=2048:2048",
      0},
+    /* Shared prefixes (cascade): 64 decodes over one 4k prefix (a system
+       prompt) and 0.5-2k tokens of their own, with the prefix named as a
+       group and without */
+    {"llama3-8b.decode.64x(4k+0.5~2k).shared.bf16.p16",
+     LLAMA3_8B "seqs=64*1:4608~6144 shared=4096", 0},
+    {"llama3-8b.decode.64x(4k+0.5~2k).unshared.bf16.p16",
+     LLAMA3_8B "seqs=64*1:4608~6144", 0},
     /* Speculative decoding: 16 sequences verify 64 draft tokens over 4k
        cached tokens, the drafts a tree (each sees its ancestors) or a
        causal chain; the tree must cost about what the chain costs */
@@ -358,6 +365,9 @@ int bench_workload_parse(const char *name, const char *spec,
       ok = parse_flag(val, &w->causal) == 0;
     } else if (strcmp(key, "update") == 0) {
       ok = parse_flag(val, &w->update) == 0;
+    } else if (strcmp(key, "shared") == 0) {
+      ok = parse_whole(val, 0, INT32_MAX, &v) == 0;
+      w->shared = (int32_t)v;
     } else if (strcmp(key, "tree") == 0) {
       ok = parse_flag(val, &w->tree) == 0;
     } else if (strcmp(key, "softcap") == 0) {
@@ -380,7 +390,7 @@ int bench_workload_parse(const char *name, const char *spec,
     } else {
       fail(msg, sizeof msg,
            "unknown key '%s' (keys: seqs heads dim q out kv dtype page window "
-           "sinks causal update tree softcap layout model name)",
+           "sinks causal update tree shared softcap layout model name)",
            key);
       goto bad;
     }
@@ -400,6 +410,24 @@ int bench_workload_parse(const char *name, const char *spec,
   if (w->window && !w->causal) {
     fail(msg, sizeof msg, "a sliding window needs causal=1");
     goto bad;
+  }
+  if (w->shared) {
+    if (w->window) {
+      fail(msg, sizeof msg, "shared= with a window is not supported here");
+      goto bad;
+    }
+    if (w->shared % w->page_size) {
+      fail(msg, sizeof msg, "shared=%d is not a multiple of page=%d",
+           (int)w->shared, (int)w->page_size);
+      goto bad;
+    }
+    for (int32_t i = 0; i < w->num_seqs; i++)
+      if (w->kv_lens[i] - w->q_lens[i] < w->shared) {
+        fail(msg, sizeof msg,
+             "shared=%d: sequence %d has only %d cached tokens",
+             (int)w->shared, (int)i, (int)(w->kv_lens[i] - w->q_lens[i]));
+        goto bad;
+      }
   }
   if (w->tree && !w->causal) {
     fail(msg, sizeof msg, "a tree mask needs causal=1");

@@ -41,6 +41,8 @@ typedef struct bench_workload {
   int tree; /* the new tokens of each multi-token sequence: a random tree of
                drafts, each seeing its ancestors (rpa_args.mask) */
   int32_t window;
+  int32_t shared; /* every sequence's first `shared` tokens: one prefix in
+                     the same pages, named as a group (rpa_args.shared_*) */
   float soft_cap;
 } bench_workload;
 
