@@ -58,7 +58,13 @@
           5 KV-share: random page table, 6 KV-share: V aliases K,
           7 no stale NaN in the new tokens' slots
      29   kernel set under test (index into the available ones)
-     30,31 unused
+     30   bit 0 tree masks on the multi-token sequences (not v3), 1 every
+          other one left causal, 2 a token sees a later one, 3 the last
+          token does not see itself, 4 mask_bits one short
+     31   bit 0 shared-prefix groups (not v3): group 0's prefix is the
+          pages byte 16 bit 6 shares, 1 not page aligned, 2 a few tokens
+          too long; group 1's prefix a part of it; 3 sequences alternate
+          between the groups and none
    Then num_seqs records of 3 bytes: q_len (< 0x60: 1; < 0xf0: 1..24; else
    1..64), prefix length (low byte; high byte < 0x80: % 48, < 0xe0: 0..511,
    else 1024..3071); the tokens are capped at 64 and an input whose work
@@ -134,11 +140,16 @@ enum {
   B_PAGES,
   B_SINKS,
   B_DIST,
+  B_MASK,
+  B_MASK_OFF,
+  B_SH_LEN,
+  B_SH_GROUP,
   B_COUNT
 };
 static const char *const buf_names[B_COUNT] = {
     "q",       "k",         "v",       "out",          "lse",   "cache",
-    "cache_v", "cu_q_lens", "kv_lens", "page_indices", "sinks", "distribution"};
+    "cache_v", "cu_q_lens", "kv_lens", "page_indices", "sinks", "distribution",
+    "mask",    "mask_offsets", "shared_len", "shared_group"};
 
 /* Rules broken on purpose (header byte 3). */
 enum {
@@ -682,6 +693,11 @@ FZ_NO_COV static int fz_build(fz_case *z, const uint8_t *data, size_t size) {
       break;
   }
   const int64_t dims_lse[2] = {z->T, z->Hq}, str_lse[2] = {l_ts, l_hs};
+  /* byte 30: tree masks; byte 31: shared-prefix groups (not on v3) */
+  const int trees = (h[30] & 1) && !z->v3, groups = (h[31] & 1) && !z->v3;
+  int64_t mask_bits = 0;
+  for (int32_t i = 0; trees && i < z->S_run; i++)
+    if (z->q_len[i] > 1) mask_bits += (int64_t)z->q_len[i] * z->q_len[i];
   const int64_t sizes[B_COUNT] = {
       [B_Q] = span3(z->T, z->Hq, z->D, q_ts, q_hs, esize(z->qd)),
       [B_K] = span3(z->T, z->Hkv, z->D, k_ts, k_hs, ces),
@@ -697,6 +713,10 @@ FZ_NO_COV static int fz_build(fz_case *z, const uint8_t *data, size_t size) {
       [B_PAGES] = 4 * (int64_t)z->S * z->pps,
       [B_SINKS] = 4 * (int64_t)z->Hq,
       [B_DIST] = 12,
+      [B_MASK] = trees ? (mask_bits + 7) / 8 : 0,
+      [B_MASK_OFF] = trees ? 8 * (int64_t)z->S : 0,
+      [B_SH_LEN] = groups ? 8 : 0,
+      [B_SH_GROUP] = groups ? 4 * (int64_t)z->S : 0,
   };
   int64_t total = 0;
   for (int b = 0; b < B_COUNT; b++) total += sizes[b];
@@ -901,6 +921,63 @@ FZ_NO_COV static int fz_build(fz_case *z, const uint8_t *data, size_t size) {
                       a->q_scale == 0.0f && a->k_scale == 1.0f &&
                       a->v_scale == 1.0f && a->causal == 1 &&
                       a->update_kv_cache == 1 && !a->sinks;
+  }
+  if (trees) { /* random draft trees; bits 1-4 vary and break them */
+    uint8_t *m = data_of(z, B_MASK);
+    int64_t *off = (int64_t *)data_of(z, B_MASK_OFF);
+    memset(m, 0, (size_t)sizes[B_MASK]);
+    int64_t bit = 0, last = -1;
+    for (int32_t i = 0; i < z->S; i++) off[i] = -1;
+    for (int32_t i = 0; i < z->S_run; i++) {
+      const int32_t ql = z->q_len[i];
+      if (ql < 2) continue;
+      if (!((h[30] & 2) && i % 2)) {
+        off[i] = bit;
+        last = i;
+        int32_t parent[64];
+        for (int32_t j = 0; j < ql; j++) {
+          parent[j] = j == 0 || fz_below(&z->rng, 4) == 0 ? -1 : fz_below(&z->rng, j);
+          for (int32_t k = j; k >= 0; k = parent[k]) {
+            const int64_t x = bit + (int64_t)j * ql + k;
+            m[x / 8] |= (uint8_t)(1u << (x % 8));
+          }
+        }
+      }
+      bit += (int64_t)ql * ql;
+    }
+    if (last >= 0 && (h[30] & 4)) { /* a token sees a later one */
+      const int64_t x = off[last] + 1;
+      m[x / 8] |= (uint8_t)(1u << (x % 8));
+    }
+    if (last >= 0 && (h[30] & 8)) { /* the last token does not see itself */
+      const int64_t ql = z->q_len[last], x = off[last] + ql * ql - 1;
+      m[x / 8] &= (uint8_t)~(1u << (x % 8));
+    }
+    a->mask = m;
+    a->mask_offsets = off;
+    a->mask_bits = mask_bits - ((h[30] & 16) ? 1 : 0);
+  }
+  if (groups) { /* the prefix pages sequence 0 shares with the others */
+    int32_t *len = (int32_t *)data_of(z, B_SH_LEN);
+    int32_t *grp = (int32_t *)data_of(z, B_SH_GROUP);
+    int32_t minp = INT32_MAX;
+    const int32_t ro0 = z->S_run > 0 ? (z->kv_len[0] - z->q_len[0]) / z->ps : 0;
+    for (int32_t i = 0; i < z->S_run; i++) {
+      const int32_t roi = (z->kv_len[i] - z->q_len[i]) / z->ps;
+      const int32_t sh = roi < ro0 ? roi : ro0;
+      minp = sh < minp ? sh : minp;
+    }
+    int32_t L = (h[16] & 0x40) && minp != INT32_MAX ? minp * z->ps : 0;
+    if ((h[31] & 2) && L > 0) L -= fz_below(&z->rng, z->ps);
+    if (h[31] & 4) L += 1 + fz_below(&z->rng, 4); /* likely too long */
+    len[0] = L;
+    len[1] = L > 0 ? fz_below(&z->rng, L + 1) : 0;
+    for (int32_t i = 0; i < z->S; i++)
+      grp[i] = i >= z->S_run ? 7 /* never read */
+               : (h[31] & 8) ? (i % 3 == 2 ? -1 : i % 2) : 0;
+    a->num_shared = 2;
+    a->shared_len = len;
+    a->shared_group = grp;
   }
   return 1;
 }

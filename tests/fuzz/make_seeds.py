@@ -65,7 +65,7 @@ def seed(seqs=((1, 10),), seed=1, v3=False, brk=None, brk_param=0, hkv=1,
          sm=0, kscale=0, vscale=0, qscale=None, cap=None, causal=1,
          window=0, update=True, update_neg=False, sinks=False, lse=False,
          lse_mode=0, dist=False, dist_short=False, sinks_ninf=False,
-         specials=(), value_range=0, misc=0, isa=0):
+         specials=(), value_range=0, misc=0, isa=0, tree=0, shared=0):
     h = bytearray(32)
     h[0], h[1] = seed & 255, seed >> 8
     h[2] = 3 if v3 else 0
@@ -99,6 +99,8 @@ def seed(seqs=((1, 10),), seed=1, v3=False, brk=None, brk_param=0, hkv=1,
     h[27] = value_range
     h[28] = misc
     h[29] = isa
+    h[30] = tree
+    h[31] = shared
     body = b"".join(seq_record(ql, pre) for ql, pre in seqs)
     tail = b"".join(bytes([t, k, p & 255, p >> 8]) for t, k, p in specials)
     return bytes(h) + body + tail
@@ -189,6 +191,20 @@ SEEDS = {
     "brk-kv-same-base": seed(MIX, 52, brk="kv_same_base"),
     "brk-sinks": seed(MIX, 53, brk="sinks", g=2, brk_param=0x81),
     "brk-window": seed(MIX, 54, brk="window", brk_param=2),
+    "tree-masks": seed(((1, 30), (12, 20), (7, 0), (24, 9)), 59, hkv=2, g=2,
+                       d=16, ps=4, tree=0x01),
+    "tree-half-window": seed(((9, 40), (1, 5), (16, 16)), 60, d=16, ps=8,
+                             window=7, tree=0x03),
+    "tree-later": seed(((6, 3), (5, 5)), 61, d=8, ps=4, tree=0x05),
+    "tree-no-self": seed(((6, 3),), 62, d=8, ps=4, tree=0x09),
+    "shared-prefix-groups": seed(((1, 40), (1, 33), (1, 45), (3, 36),
+                                  (1, 50)), 63, hkv=2, g=4, d=16,
+                                 pages=0x40, ps=8, cache="bf16", shared=0x01),
+    "shared-unaligned-two": seed(((1, 41), (1, 47), (1, 60), (1, 44)), 64,
+                                 d=8, pages=0x40, ps=8, shared=0x0B,
+                                 update=False),
+    "shared-too-long": seed(((1, 16), (1, 24)), 65, d=8, pages=0x40, ps=8,
+                            shared=0x05),
     # (seeds that crash belong in tests/fuzz/regressions/, not here)
     "brk-huge-dims": seed(MIX, 58, brk="huge_dims", brk_param=0x05),
     "brk-head-dim-v": seed(MIX, 55, brk="head_dim_v", layout="latent",
