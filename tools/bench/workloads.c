@@ -93,12 +93,12 @@ static const bench_builtin builtins[] = {
      LLAMA3_8B "seqs=64*1:4608~6144 shared=4096", 0},
     {"llama3-8b.decode.64x(4k+0.5~2k).unshared.bf16.p16",
      LLAMA3_8B "seqs=64*1:4608~6144", 0},
-    /* Speculative decoding: 16 sequences verify 64 draft tokens over 4k
+    /* Speculative decoding: 16 sequences verify 32 draft tokens over 2k
        cached tokens, the drafts a tree (each sees its ancestors) or a
        causal chain; the tree must cost about what the chain costs */
-    {"llama3-8b.spec.16x64tree.at4k.bf16.p16",
-     LLAMA3_8B "seqs=16*64:4160 tree=1", 0},
-    {"llama3-8b.spec.16x64chain.at4k.bf16.p16", LLAMA3_8B "seqs=16*64:4160",
+    {"llama3-8b.spec.16x32tree.at2k.bf16.p16",
+     LLAMA3_8B "seqs=16*32:2080 tree=1", 0},
+    {"llama3-8b.spec.16x32chain.at2k.bf16.p16", LLAMA3_8B "seqs=16*32:2080",
      0},
     {"llama3-8b.spec.4x256tree.bf16.p16", LLAMA3_8B "seqs=4*256:256 tree=1",
      0},
