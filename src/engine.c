@@ -268,6 +268,37 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
   }
 }
 
+/* A prefill block of R rows in t (q rows and positions loaded): its item,
+   staged by the set, and the step arguments over t's state. */
+static void begin_block(const job *jb, thread_scratch *t, int R,
+                        rpa_prefill_item *it, rpa_prefill_step_args *s,
+                        const void **krow, const void **vrow) {
+  const rpa_args *a = jb->a;
+  it->q = t->q;
+  it->ld = jb->ld;
+  it->qs = t->qs;
+  it->ldr = jb->ldr;
+  it->rows = R;
+  it->pos = t->pos;
+  it->D = a->head_dim;
+  it->Dv = jb->info->head_dim_v;
+  it->dtype = a->cache.dtype;
+  it->kmul = jb->kmul;
+  it->cap = a->soft_cap;
+  it->causal = a->causal;
+  it->window = a->sliding_window;
+  it->bf16_ok = jb->bf16_ok;
+  jb->k->prefill_begin(it);
+  s->item = it;
+  s->krows = krow;
+  s->vrows = vrow;
+  s->m = t->m;
+  s->l = t->l;
+  s->o = t->o;
+  s->ldo = jb->ldv;
+  s->work = t->work;
+}
+
 /* ---- custom masks: each token's marked new keys ------------------------ */
 
 /* The new keys token jj of item w sees under its sequence's mask, after
@@ -361,32 +392,9 @@ static void prefill_walk(const job *jb, const rpa_work_item *w,
   const int64_t prefix = (int64_t)a->kv_lens[w->seq] - q_len;
   for (int r = 0; r < R; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
   rpa_prefill_item it;
-  it.q = t->q;
-  it.ld = jb->ld;
-  it.qs = t->qs;
-  it.ldr = jb->ldr;
-  it.rows = R;
-  it.pos = t->pos;
-  it.D = a->head_dim;
-  it.Dv = jb->info->head_dim_v;
-  it.dtype = a->cache.dtype;
-  it.kmul = jb->kmul;
-  it.cap = a->soft_cap;
-  it.causal = a->causal;
-  it.window = a->sliding_window;
-  it.bf16_ok = jb->bf16_ok;
-  k->prefill_begin(&it);
-
   const void *krow[MAXK], *vrow[MAXK];
   rpa_prefill_step_args s;
-  s.item = &it;
-  s.krows = krow;
-  s.vrows = vrow;
-  s.m = t->m;
-  s.l = t->l;
-  s.o = t->o;
-  s.ldo = jb->ldv;
-  s.work = t->work;
+  begin_block(jb, t, R, &it, &s, krow, vrow);
   const int masked = rpa_has_mask(a, w->seq);
   const int64_t lo = w->c0;
   /* Under a custom mask the block walks the cached prefix only; each token
@@ -556,31 +564,9 @@ static void run_cascade(const job *jb, const rpa_work_item *w,
   }
   init_state(jb, t, R);
   rpa_prefill_item it;
-  it.q = t->q;
-  it.ld = jb->ld;
-  it.qs = t->qs;
-  it.ldr = jb->ldr;
-  it.rows = R;
-  it.pos = t->pos;
-  it.D = a->head_dim;
-  it.Dv = jb->info->head_dim_v;
-  it.dtype = a->cache.dtype;
-  it.kmul = jb->kmul;
-  it.cap = a->soft_cap;
-  it.causal = a->causal;
-  it.window = a->sliding_window;
-  it.bf16_ok = jb->bf16_ok;
-  k->prefill_begin(&it);
   const void *krow[MAXK], *vrow[MAXK];
   rpa_prefill_step_args s;
-  s.item = &it;
-  s.krows = krow;
-  s.vrows = vrow;
-  s.m = t->m;
-  s.l = t->l;
-  s.o = t->o;
-  s.ldo = jb->ldv;
-  s.work = t->work;
+  begin_block(jb, t, R, &it, &s, krow, vrow);
   /* every key of the prefix precedes every row; a window may cut the
      oldest keys for some rows (and all of them for every row) */
   const int window = a->causal && a->sliding_window > 0;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rpa.h"
+
 static int th_passed, th_failed, th_case_failures;
 static const char *th_case_name = "";
 
@@ -47,6 +49,23 @@ static inline void th_end(void) {
     body;                     \
     th_end();                 \
   } while (0)
+
+/* The program's context: RPA_TEST_THREADS threads (scripts/test_reliability.sh
+   sets it under ThreadSanitizer), else all CPUs; the kernel set RPA_ISA
+   names, else the best. Prints the set. NULL on failure. */
+static inline rpa_context *th_context(const char *program) {
+  rpa_context_options opts = rpa_context_options_default();
+  const char *threads = getenv("RPA_TEST_THREADS");
+  if (threads && threads[0]) opts.num_threads = atoi(threads);
+  rpa_context *ctx = NULL;
+  const rpa_status st = rpa_context_create(&opts, &ctx);
+  if (st != RPA_OK) {
+    fprintf(stderr, "%s: context: %s\n", program, rpa_status_string(st));
+    return NULL;
+  }
+  printf("%s: kernel set %s\n", program, rpa_context_isa(ctx));
+  return ctx;
+}
 
 static inline int th_finish(const char *program) {
   printf("%s: %d passed, %d failed\n", program, th_passed, th_failed);

@@ -14,6 +14,7 @@
 
 #include "batch.h"
 #include "harness.h"
+#include "expect_error.h"
 
 static rpa_context *ctx;
 
@@ -190,21 +191,6 @@ static void determinism(void) {
   th_end();
 }
 
-static void expect_error(const char *name, tb_batch *b, const rpa_args *a,
-                         rpa_status want, const char *needle) {
-  th_begin(name);
-  tb_reset(b);
-  rpa_status st = rpa_attention(ctx, a);
-  const char *msg = rpa_context_last_error(ctx);
-  CHECK(st == want, "status %s, expected %s (%s)", rpa_status_string(st),
-        rpa_status_string(want), msg);
-  CHECK(strstr(msg, needle) != NULL, "message \"%s\" lacks \"%s\"", msg, needle);
-  CHECK(memcmp(tb_data(&b->out), tb_data(&b->out_before), b->out.bytes) == 0,
-        "out written");
-  CHECK(memcmp(tb_data(&b->cache), tb_data(&b->cache_before), b->cache.bytes) == 0,
-        "cache written");
-  th_end();
-}
 
 static void errors(void) {
   int32_t ql[3] = {1, 1, 1}, kl[3] = {40, 50, 33};
@@ -237,40 +223,40 @@ static void errors(void) {
   rpa_args x = a;
   int32_t too_long[1] = {40};
   x.shared_len = too_long;
-  expect_error("prefix longer than a member's cached tokens", &b, &x,
+  expect_error(ctx, "prefix longer than a member's cached tokens", &b, &x,
                RPA_INVALID_LENGTHS,
                "group 0's prefix of 40 tokens is longer than sequence 0's 39 "
                "cached tokens");
   int32_t neg[1] = {-1};
   x = a;
   x.shared_len = neg;
-  expect_error("negative prefix", &b, &x, RPA_INVALID_LENGTHS,
+  expect_error(ctx, "negative prefix", &b, &x, RPA_INVALID_LENGTHS,
                "group 0 has -1 tokens");
   int32_t bad_group[3] = {0, 1, -1};
   x = a;
   x.shared_group = bad_group;
-  expect_error("group out of range", &b, &x, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "group out of range", &b, &x, RPA_INVALID_PARAMETER,
                "sequence 1 is in group 1");
   x = a;
   x.num_shared = -2;
-  expect_error("negative num_shared", &b, &x, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "negative num_shared", &b, &x, RPA_INVALID_PARAMETER,
                "num_shared: -2");
   x = a;
   x.shared_group = NULL;
-  expect_error("no groups", &b, &x, RPA_NULL_POINTER, "shared_group: NULL");
+  expect_error(ctx, "no groups", &b, &x, RPA_NULL_POINTER, "shared_group: NULL");
   /* a member writes into the prefix's last page: a prefix of 33 tokens
      spans pages 0..4; sequence 0 (kv_len 40) writes position 39, page 4 */
   int32_t l33[1] = {33}, all3[3] = {0, 0, 0};
   x = a;
   x.shared_len = l33;
   x.shared_group = all3;
-  expect_error("a member writes into a page of the prefix", &b, &x,
+  expect_error(ctx, "a member writes into a page of the prefix", &b, &x,
                RPA_OVERLAP, "a page of group 0's shared prefix");
   /* pages that differ: sequence 1's page 1 is its own again */
   const int32_t pps = b.args.pages_per_seq;
   const int32_t saved = b.page_indices[pps + 1];
   b.page_indices[pps + 1] = b.page_indices[2 * pps + 3];
-  expect_error("members' prefix pages differ", &b, &a, RPA_INVALID_PAGES,
+  expect_error(ctx, "members' prefix pages differ", &b, &a, RPA_INVALID_PAGES,
                "sequence 1's logical page 1 is physical page");
   b.page_indices[pps + 1] = saved;
   x = a;
@@ -279,20 +265,14 @@ static void errors(void) {
   x.shared_len = zero_len;
   memset(tb_data(&b.out_before), 0xff, 12); /* group ids -1: valid */
   tb_reset(&b);
-  expect_error("groups overlap out", &b, &x, RPA_OVERLAP,
+  expect_error(ctx, "groups overlap out", &b, &x, RPA_OVERLAP,
                "out: overlaps shared_group");
   tb_free(&b);
 }
 
 int main(void) {
-  rpa_context_options opts = rpa_context_options_default();
-  const char *threads = getenv("RPA_TEST_THREADS");
-  if (threads && threads[0]) opts.num_threads = atoi(threads);
-  if (rpa_context_create(&opts, &ctx) != RPA_OK) {
-    fprintf(stderr, "context failed\n");
-    return 1;
-  }
-  printf("test_cascade: kernel set %s\n", rpa_context_isa(ctx));
+  ctx = th_context("test_cascade");
+  if (!ctx) return 1;
   random_groups(th_quick() ? 8 : 50);
   determinism();
   errors();

@@ -20,6 +20,7 @@
 
 #include "batch.h"
 #include "harness.h"
+#include "expect_error.h"
 
 static rpa_context *ctx;
 
@@ -280,27 +281,6 @@ static void nan_in_a_draft(void) {
   th_end();
 }
 
-/* A bad mask: the status, a message naming the rule, nothing written. */
-static void expect_error(const char *name, tb_batch *b, const rpa_args *a,
-                         rpa_status want, const char *needle) {
-  th_begin(name);
-  {
-    tb_reset(b);
-    rpa_status st = rpa_attention(ctx, a);
-    const char *msg = rpa_context_last_error(ctx);
-    CHECK(st == want, "status %s, expected %s (%s)", rpa_status_string(st),
-          rpa_status_string(want), msg);
-    CHECK(strstr(msg, needle) != NULL, "message \"%s\" lacks \"%s\"", msg,
-          needle);
-    CHECK(memcmp(tb_data(&b->out), tb_data(&b->out_before), b->out.bytes) == 0,
-          "out written");
-    CHECK(memcmp(tb_data(&b->cache), tb_data(&b->cache_before),
-                 b->cache.bytes) == 0,
-          "cache written");
-  }
-  th_end();
-}
-
 static void set_bit(uint8_t *m, int64_t x, int on) {
   if (on)
     m[x / 8] |= (uint8_t)(1u << (x % 8));
@@ -341,51 +321,45 @@ static void errors(void) {
   th_end();
 
   set_bit(m, offs[0] + 2 * 6 + 4, 1); /* token 2 sees token 4 */
-  expect_error("mask: a token sees a later one", &b, &a, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "mask: a token sees a later one", &b, &a, RPA_INVALID_PARAMETER,
                "sequence 0, new token 2 sees new token 4, a later position");
   set_bit(m, offs[0] + 2 * 6 + 4, 0);
   set_bit(m, offs[1] + 3 * 4 + 3, 0);
-  expect_error("mask: a token does not see itself", &b, &a,
+  expect_error(ctx, "mask: a token does not see itself", &b, &a,
                RPA_INVALID_PARAMETER, "sequence 1, new token 3 does not see itself");
   set_bit(m, offs[1] + 3 * 4 + 3, 1);
   rpa_args x = a;
   x.mask_bits = 55; /* sequence 1 needs bits [40, 56) */
-  expect_error("mask: bits past mask_bits", &b, &x, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "mask: bits past mask_bits", &b, &x, RPA_INVALID_PARAMETER,
                "run past mask_bits 55");
   int64_t bad_offs[2] = {0, -2};
   x = a;
   x.mask_offsets = bad_offs;
-  expect_error("mask: offset below -1", &b, &x, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "mask: offset below -1", &b, &x, RPA_INVALID_PARAMETER,
                "sequence 1 has offset -2");
   x = a;
   x.mask_offsets = NULL;
-  expect_error("mask: no offsets", &b, &x, RPA_NULL_POINTER, "mask_offsets: NULL");
+  expect_error(ctx, "mask: no offsets", &b, &x, RPA_NULL_POINTER, "mask_offsets: NULL");
   x = a;
   x.causal = 0;
-  expect_error("mask: non-causal", &b, &x, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "mask: non-causal", &b, &x, RPA_INVALID_PARAMETER,
                "non-causal");
   x = a;
   x.mask_bits = -1;
-  expect_error("mask: negative mask_bits", &b, &x, RPA_INVALID_PARAMETER,
+  expect_error(ctx, "mask: negative mask_bits", &b, &x, RPA_INVALID_PARAMETER,
                "mask_bits: -1 is negative");
   x = a;
   x.mask = tb_data(&b.out); /* read while out is written */
   x.mask_bits = 8;
   int64_t zero_offs[2] = {-1, -1};
   x.mask_offsets = zero_offs;
-  expect_error("mask: overlaps out", &b, &x, RPA_OVERLAP, "out: overlaps mask");
+  expect_error(ctx, "mask: overlaps out", &b, &x, RPA_OVERLAP, "out: overlaps mask");
   tb_free(&b);
 }
 
 int main(void) {
-  rpa_context_options opts = rpa_context_options_default();
-  const char *threads = getenv("RPA_TEST_THREADS");
-  if (threads && threads[0]) opts.num_threads = atoi(threads);
-  if (rpa_context_create(&opts, &ctx) != RPA_OK) {
-    fprintf(stderr, "context failed\n");
-    return 1;
-  }
-  printf("test_mask: kernel set %s\n", rpa_context_isa(ctx));
+  ctx = th_context("test_mask");
+  if (!ctx) return 1;
   random_trees(th_quick() ? 8 : 60);
   triangle_is_causal();
   invariance();
