@@ -24,10 +24,11 @@
    range's last step.
 
    Staging. A set may keep an item's query rows in an order or layout of
-   its own (decode: q and o permuted into a "blocked" dim order; prefill: q
-   transposed, or as bf16 pairs): decode_begin / prefill_begin stage them
-   once per item, decode_end puts o back into natural order. Where a set has
-   no such layout these are plain copies or nothing.
+   its own (decode: q and o permuted into a "blocked" dim order, or o in a
+   power-of-two scale; prefill: q transposed, or as bf16 pairs):
+   decode_begin / prefill_begin stage them once per item, decode_end puts o
+   back into natural order and scale. Where a set has no such layout these
+   are plain copies or nothing.
 
    Non-finite input. A row whose q row, or the K or V row of a key it sees,
    holds a NaN or an infinity must leave its sum l or some element of its

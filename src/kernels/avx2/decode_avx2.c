@@ -21,6 +21,62 @@
 
 enum { DK = RPA_AVX2_DECODE_KEYS };
 
+/* e4m3fn in decode: K and V widen to their f16 codes (magnitude << 7 under
+   the sign: three integer operations), whose value is the fp8 value / 256,
+   and are used in that scale: the logit scale takes the 256 back and o
+   accumulates p V / 256 until decode_end multiplies it by 256. Both are
+   exact (powers of two), so the results are bitwise those of widening to
+   the true values. A step whose K or V bytes hold a NaN code (0x7f / 0xff)
+   runs with the NaN fixed up in the codes (E4M3_NAN), the others skip that
+   (E4M3_RAW). Pseudo dtypes for the specialisations below. */
+#define E4M3_RAW ((rpa_dtype)0x41)
+#define E4M3_NAN ((rpa_dtype)0x42)
+
+/* 16 e4m3 bytes (zero-extended in 16-bit lanes) -> their f16 codes: the
+   sign bit at 7 moves to 15 by adding it to itself before the shift. */
+static ALWAYS_INLINE __m256i e4m3_codes_raw16(__m256i b) {
+  return _mm256_slli_epi16(
+      _mm256_add_epi16(b, _mm256_and_si256(b, _mm256_set1_epi16(0x80))), 7);
+}
+
+/* 8 elements of a row widened in the decode scale (dt may be E4M3_*). */
+static ALWAYS_INLINE __m256 dwiden8(const void *src, rpa_dtype dt) {
+  if (dt == E4M3_RAW || dt == E4M3_NAN) {
+    const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)src));
+    const __m128i h =
+        dt == E4M3_NAN ? e4m3_to_f16_codes(b)
+                       : _mm_slli_epi16(_mm_add_epi16(b, _mm_and_si128(b, _mm_set1_epi16(0x80))), 7);
+    return _mm256_cvtph_ps(h);
+  }
+  return widen8_full(src, dt);
+}
+
+/* The first count (1..8) elements so, zero past them. */
+static inline __m256 dwiden8_part(const void *src, rpa_dtype dt, int count) {
+  if (dt != E4M3_RAW && dt != E4M3_NAN) return widen8_part(src, dt, count);
+  if (count >= 8) return dwiden8(src, dt);
+  uint8_t tmp[16] = {0};
+  memcpy(tmp, src, (size_t)count);
+  return dwiden8(tmp, dt);
+}
+
+/* Whether any of the n rows of `bytes` e4m3 bytes holds a NaN code. */
+static int e4m3_rows_nan(const void *const *rows, int n, int bytes) {
+  const __m256i m7f = _mm256_set1_epi8(0x7f);
+  __m256i any = _mm256_setzero_si256();
+  int tail = 0;
+  for (int i = 0; i < n; i++) {
+    const uint8_t *r = rows[i];
+    int b = 0;
+    for (; b + 32 <= bytes; b += 32) {
+      const __m256i x = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + b)), m7f);
+      any = _mm256_or_si256(any, _mm256_cmpeq_epi8(x, m7f));
+    }
+    for (; b < bytes; b++) tail |= (r[b] & 0x7f) == 0x7f;
+  }
+  return tail || !_mm256_testz_si256(any, any);
+}
+
 /* bf16 rows between natural and blocked order (back: blocked -> natural). */
 static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
                          int back) {
@@ -51,23 +107,17 @@ static ALWAYS_INLINE void widen_block16(const void *row, int d, rpa_dtype dt,
                                         __m256 *lo, __m256 *hi) {
   if (dt == RPA_BF16) {
     widen_bf16_pairs((const uint16_t *)row + d, lo, hi);
-  } else if (dt == RPA_FP8_E4M3 || dt == RPA_FP8_E5M2) {
+  } else if (dt == E4M3_RAW || dt == E4M3_NAN || dt == RPA_FP8_E5M2) {
     const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(
         (const __m128i *)((const uint8_t *)row + d)));
-    __m256i h;
-    if (dt == RPA_FP8_E5M2) {
-      h = _mm256_slli_epi16(b, 8);
-      *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-      *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
-    } else {
-      h = e4m3_to_f16_codes16(b);
-      const __m256 s = _mm256_set1_ps(256.0f);
-      *lo = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), s);
-      *hi = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), s);
-    }
+    const __m256i h = dt == RPA_FP8_E5M2 ? _mm256_slli_epi16(b, 8)
+                      : dt == E4M3_NAN   ? e4m3_to_f16_codes16(b)
+                                         : e4m3_codes_raw16(b);
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
   } else {
-    *lo = widen8_full(advance2(row, dt, d), dt);
-    *hi = widen8_full(advance2(row, dt, d + 8), dt);
+    *lo = dwiden8(advance2(row, dt, d), dt);
+    *hi = dwiden8(advance2(row, dt, d + 8), dt);
   }
 }
 
@@ -79,7 +129,7 @@ static ALWAYS_INLINE __m256 widen_half16(const void *row, int d, int h,
     return _mm256_castsi256_ps(h ? _mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u))
                                  : _mm256_slli_epi32(w, 16));
   }
-  return widen8_full(advance2(row, dt, d + 8 * h), dt);
+  return dwiden8(advance2(row, dt, d + 8 * h), dt);
 }
 
 /* Prefetches `bytes` of row i (i < n) with hint T0 or T1. */
@@ -152,7 +202,7 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 #undef K_HI
   }
   for (int d = dfull; d < D; d += 8) { /* the tail, natural order */
-#define K_TAIL(j) widen8_part(advance2(kr[j], dt, d), dt, D - d)
+#define K_TAIL(j) dwiden8_part(advance2(kr[j], dt, d), dt, D - d)
     QK_HALF(d, K_TAIL);
 #undef K_TAIL
   }
@@ -214,7 +264,7 @@ static ALWAYS_INLINE void decode_pv_tail(float *o, int ldo, const float *p,
 #pragma GCC unroll 4
   for (int r = 0; r < RG; r++) acc[r] = _mm256_loadu_ps(o + (int64_t)r * ldo + d);
   for (int c = 0; c < n; c++) {
-    const __m256 vv = widen8_part(advance2(vrows[c], dt, d), dt, Dv - d);
+    const __m256 vv = dwiden8_part(advance2(vrows[c], dt, d), dt, Dv - d);
 #pragma GCC unroll 4
     for (int r = 0; r < RG; r++)
       acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + r * DK + c), vv, acc[r]);
@@ -319,12 +369,14 @@ static ALWAYS_INLINE void decode_step_dt(const rpa_decode_step_args *a,
                                          rpa_dtype dt) {
   const void *const *knext = a->knext, *const *vnext = a->vnext;
   int n_next = a->n_next;
+  /* e4m3 codes are the values / 256: the logit scale takes it back */
+  const float kmul = dt == E4M3_RAW || dt == E4M3_NAN ? a->kmul * 256.0f : a->kmul;
   /* the first row group prefetches; later ones (n_next < 0) find the
      rows in L1 */
   int r = 0;
 #define ROWS(NR)                                                             \
   for (; r + NR <= a->rows; r += NR, n_next = -1)                            \
-    decode_rows(a->q + (int64_t)r * a->ld, a->ld, a->kmul, NR, a->krows,     \
+    decode_rows(a->q + (int64_t)r * a->ld, a->ld, kmul, NR, a->krows,        \
                 a->vrows, a->n, a->D, a->Dv, dt, a->cap, a->m + r, a->l + r, \
                 a->o + (int64_t)r * a->ldo, a->ldo, knext, vnext, n_next);
   ROWS(4)
@@ -340,7 +392,12 @@ void rpa_decode_step__avx2(const rpa_decode_step_args *a) {
     case RPA_F32: decode_step_dt(a, RPA_F32); break;
     case RPA_BF16: decode_step_dt(a, RPA_BF16); break;
     case RPA_F16: decode_step_dt(a, RPA_F16); break;
-    case RPA_FP8_E4M3: decode_step_dt(a, RPA_FP8_E4M3); break;
+    case RPA_FP8_E4M3:
+      if (e4m3_rows_nan(a->krows, a->n, a->D) || e4m3_rows_nan(a->vrows, a->n, a->Dv))
+        decode_step_dt(a, E4M3_NAN);
+      else
+        decode_step_dt(a, E4M3_RAW);
+      break;
     case RPA_FP8_E5M2: decode_step_dt(a, RPA_FP8_E5M2); break;
   }
 }
@@ -353,4 +410,6 @@ void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt) {
 void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
 void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt) {
   decode_order(o, ldo, rows, Dv, dt, 1);
+  if (dt == RPA_FP8_E4M3) /* o accumulated p V / 256 (see E4M3_RAW) */
+    for (int r = 0; r < rows; r++) scale_row8(o + (int64_t)r * ldo, Dv, 256.0f);
 }
