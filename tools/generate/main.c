@@ -44,6 +44,7 @@ typedef struct prompt_in {
 
 typedef struct options {
   const char *model_path, *json_path, *dump_logits_path;
+  int32_t dump_first; /* dump only requests 0 .. dump_first-1 (0: all) */
   prompt_in *prompts;
   int n_prompts, cap_prompts;
   int32_t max_tokens, threads, chunk, pages, page_size, context;
@@ -72,7 +73,9 @@ static void usage(void) {
       "  --shuffle-pages     hand out pages in a shuffled order\n"
       "  --raw               no chat template: the prompt is the whole text\n"
       "  --json FILE         write requests, completions and figures as JSON\n"
-      "  --dump-logits FILE  write every sampled row's logits (binary)\n"
+      "  --dump-logits FILE  write every sampled row's logits (binary: per row\n"
+      "                      int32 request, index, token, vocab; float32 logits)\n"
+      "  --dump-first N      dump only the first N requests' rows\n"
       "  --tokenize          only tokenize the prompts (ids in --json)\n"
       "  --quiet             no progress line, no completions on stdout\n");
 }
@@ -193,6 +196,7 @@ static void parse_args(options *o, int argc, char **argv) {
     else if (!strcmp(a, "--top-p")) { NEEDV; o->top_p = parse_double(v, a, 1e-6, 1.0); }
     else if (!strcmp(a, "--json")) { NEEDV; o->json_path = v; }
     else if (!strcmp(a, "--dump-logits")) { NEEDV; o->dump_logits_path = v; }
+    else if (!strcmp(a, "--dump-first")) { NEEDV; o->dump_first = (int32_t)parse_int(v, a, 1, 1 << 20); }
     else if (!strcmp(a, "--shuffle-pages")) o->shuffle_pages = 1;
     else if (!strcmp(a, "--raw")) o->raw = 1;
     else if (!strcmp(a, "--tokenize")) o->tokenize_only = 1;
@@ -628,7 +632,7 @@ int main(int argc, char **argv) {
       request *r = &reqs[b_lreq[k]];
       const float *row = logits + (size_t)k * m.n_vocab;
       int32_t tok = sample(row, m.n_vocab, o.temperature, o.top_p, &r->rng, scratch);
-      if (dump) {
+      if (dump && (o.dump_first == 0 || r->index < o.dump_first)) {
         int32_t hdr[4] = {r->index, (int32_t)(r->n_ids - r->n_prompt), tok, m.n_vocab};
         fwrite(hdr, sizeof hdr, 1, dump);
         fwrite(row, sizeof(float), (size_t)m.n_vocab, dump);
