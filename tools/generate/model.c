@@ -245,7 +245,16 @@ static inline float reduce8(const float *a) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-static void dot_tile(const float *w, const float *x, int n_in, int nt,
+/* On x86 an AVX2 clone (chosen at load by the CPU) runs the same
+   arithmetic in 8-wide registers; no FMA (-ffp-contract=off and no "fma"
+   target), so both clones give the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GEN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GEN_CLONES
+#endif
+
+GEN_CLONES static void dot_tile(const float *w, const float *x, int n_in, int nt,
                      int no, int x_stride, float *out, int out_stride) {
   float acc[TT][TO][LANES];
   memset(acc, 0, sizeof acc);
