@@ -50,7 +50,8 @@ typedef struct options {
   int32_t max_tokens, threads, chunk, pages, page_size, context;
   uint64_t seed;
   double temperature, top_p;
-  int raw, shuffle_pages, tokenize_only, quiet;
+  int raw, shuffle_pages, tokenize_only, quiet, inspect;
+  const char *dump_tensor, *dump_tensor_path;
 } options;
 
 static void usage(void) {
@@ -77,6 +78,9 @@ static void usage(void) {
       "                      int32 request, index, token, vocab; float32 logits)\n"
       "  --dump-first N      dump only the first N requests' rows\n"
       "  --tokenize          only tokenize the prompts (ids in --json)\n"
+      "  --inspect           only print the file's metadata and tensor infos\n"
+      "                      as JSON (to --json FILE or stdout)\n"
+      "  --dump-tensor NAME FILE  only write tensor NAME dequantized (float32)\n"
       "  --quiet             no progress line, no completions on stdout\n");
 }
 
@@ -201,11 +205,19 @@ static void parse_args(options *o, int argc, char **argv) {
     else if (!strcmp(a, "--raw")) o->raw = 1;
     else if (!strcmp(a, "--tokenize")) o->tokenize_only = 1;
     else if (!strcmp(a, "--quiet")) o->quiet = 1;
+    else if (!strcmp(a, "--inspect")) o->inspect = 1;
+    else if (!strcmp(a, "--dump-tensor")) {
+      NEEDV;
+      o->dump_tensor = v;
+      if (i + 1 >= argc) die("%s needs NAME FILE", a);
+      o->dump_tensor_path = argv[++i];
+    }
     else die("unknown option '%s' (see --help)", a);
 #undef NEEDV
   }
   if (!o->model_path) die("%s", "--model FILE is required (see --help)");
-  if (o->n_prompts == 0) die("%s", "no requests: give --prompt or --prompts");
+  if (o->n_prompts == 0 && !o->inspect && !o->dump_tensor)
+    die("%s", "no requests: give --prompt or --prompts");
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -407,6 +419,118 @@ static void bm_release(block_manager *bm, request *r) {
   r->reserved_pages = 0;
 }
 
+/* ---- --inspect and --dump-tensor ---------------------------------------------- */
+
+static void json_scalar(FILE *f, uint32_t type, const uint8_t *p) {
+  switch (type) {
+  case GGUF_T_U8: fprintf(f, "%u", p[0]); break;
+  case GGUF_T_I8: fprintf(f, "%d", (int8_t)p[0]); break;
+  case GGUF_T_BOOL: fprintf(f, p[0] ? "true" : "false"); break;
+  case GGUF_T_U16: { uint16_t v; memcpy(&v, p, 2); fprintf(f, "%u", v); break; }
+  case GGUF_T_I16: { int16_t v; memcpy(&v, p, 2); fprintf(f, "%d", v); break; }
+  case GGUF_T_U32: { uint32_t v; memcpy(&v, p, 4); fprintf(f, "%u", v); break; }
+  case GGUF_T_I32: { int32_t v; memcpy(&v, p, 4); fprintf(f, "%d", v); break; }
+  case GGUF_T_U64: { uint64_t v; memcpy(&v, p, 8); fprintf(f, "%llu", (unsigned long long)v); break; }
+  case GGUF_T_I64: { int64_t v; memcpy(&v, p, 8); fprintf(f, "%lld", (long long)v); break; }
+  /* JSON has no NaN or infinity: those print as null. */
+  case GGUF_T_F32: {
+    float v;
+    memcpy(&v, p, 4);
+    if (isfinite(v)) fprintf(f, "%.9g", (double)v);
+    else fprintf(f, "null");
+    break;
+  }
+  case GGUF_T_F64: {
+    double v;
+    memcpy(&v, p, 8);
+    if (isfinite(v)) fprintf(f, "%.17g", v);
+    else fprintf(f, "null");
+    break;
+  }
+  default: fprintf(f, "null");
+  }
+}
+
+static size_t scalar_bytes(uint32_t type) {
+  switch (type) {
+  case GGUF_T_U8: case GGUF_T_I8: case GGUF_T_BOOL: return 1;
+  case GGUF_T_U16: case GGUF_T_I16: return 2;
+  case GGUF_T_U32: case GGUF_T_I32: case GGUF_T_F32: return 4;
+  default: return 8;
+  }
+}
+
+static void inspect(const gguf_file *gf, FILE *f) {
+  fprintf(f, "{\"version\": %u, \"alignment\": %llu, \"metadata\": [\n",
+          gf->version, (unsigned long long)gf->alignment);
+  for (uint64_t i = 0; i < gf->n_kv; i++) {
+    const gguf_kv *kv = &gf->kvs[i];
+    fprintf(f, "  {\"key\": ");
+    json_str(f, kv->key.ptr, kv->key.len);
+    fprintf(f, ", \"type\": %u", kv->type);
+    if (kv->type == GGUF_T_ARRAY) {
+      fprintf(f, ", \"elem_type\": %u, \"count\": %llu, \"value\": [",
+              kv->elem_type, (unsigned long long)kv->count);
+      for (uint64_t k = 0; k < kv->count; k++) {
+        if (k) fputc(',', f);
+        if (kv->elem_type == GGUF_T_STRING) {
+          gguf_str s = gguf_array_str(kv, k);
+          json_str(f, s.ptr, s.len);
+        } else {
+          json_scalar(f, kv->elem_type, kv->data + k * scalar_bytes(kv->elem_type));
+        }
+      }
+      fputc(']', f);
+    } else if (kv->type == GGUF_T_STRING) {
+      gguf_str s;
+      memcpy(&s.len, kv->data, 8);
+      fprintf(f, ", \"value\": ");
+      json_str(f, (const char *)kv->data + 8, s.len);
+    } else {
+      fprintf(f, ", \"value\": ");
+      json_scalar(f, kv->type, kv->data);
+    }
+    fprintf(f, "}%s\n", i + 1 < gf->n_kv ? "," : "");
+  }
+  fprintf(f, "], \"tensors\": [\n");
+  for (uint64_t i = 0; i < gf->n_tensors; i++) {
+    const gguf_tensor *t = &gf->tensors[i];
+    fprintf(f, "  {\"name\": ");
+    json_str(f, t->name.ptr, t->name.len);
+    fprintf(f, ", \"type\": %u, \"dims\": [", t->type);
+    for (uint32_t d = 0; d < t->n_dims; d++)
+      fprintf(f, d ? ", %llu" : "%llu", (unsigned long long)t->dims[d]);
+    fprintf(f, "], \"offset\": %llu, \"nbytes\": %llu}%s\n",
+            (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+            i + 1 < gf->n_tensors ? "," : "");
+  }
+  fprintf(f, "]}\n");
+}
+
+static int dump_tensor(const gguf_file *gf, const char *name, const char *path) {
+  const gguf_tensor *t = gguf_find_tensor(gf, name);
+  if (!t) {
+    fprintf(stderr, "rpa-generate: no tensor '%s'\n", name);
+    return 2;
+  }
+  const uint64_t n = t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3];
+  float *buf = malloc(sizeof(float) * n);
+  if (!buf) die("%s", "out of memory");
+  if (tensor_dequantize(t, buf) != 0) {
+    fprintf(stderr, "rpa-generate: tensor '%s' has type %s (ggml type %u), "
+            "which is not supported (F32, F16, Q4_1, Q8_0 are)\n", name,
+            ggml_type_name(t->type), t->type);
+    free(buf);
+    return 2;
+  }
+  FILE *f = fopen(path, "wb");
+  if (!f) die("cannot write '%s'", path);
+  fwrite(buf, sizeof(float), n, f);
+  fclose(f);
+  free(buf);
+  return 0;
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -415,6 +539,19 @@ int main(int argc, char **argv) {
   char err[1024];
   gguf_file gf;
   if (gguf_open(&gf, o.model_path, err, sizeof err) != 0) die("%s", err);
+  if (o.inspect) {
+    FILE *jf = o.json_path ? fopen(o.json_path, "w") : stdout;
+    if (!jf) die("cannot write '%s'", o.json_path);
+    inspect(&gf, jf);
+    if (jf != stdout) fclose(jf);
+    gguf_close(&gf);
+    return 0;
+  }
+  if (o.dump_tensor) {
+    int rc = dump_tensor(&gf, o.dump_tensor, o.dump_tensor_path);
+    gguf_close(&gf);
+    return rc;
+  }
   tokenizer tk;
   if (tokenizer_init(&tk, &gf, err, sizeof err) != 0) die("%s", err);
 

@@ -59,6 +59,12 @@ static int dequantize(uint32_t type, const uint8_t *src, uint64_t n,
   }
 }
 
+int tensor_dequantize(const gguf_tensor *t, float *out) {
+  const uint64_t n = t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3];
+  if (!t->data) return -1;
+  return dequantize(t->type, t->data, n, out);
+}
+
 /* Loads tensor name, which must have exactly the given shape (dims[0]
    innermost), as float32. */
 static float *load_tensor(const gguf_file *f, const char *name, uint64_t d0,

@@ -30,6 +30,10 @@ typedef struct model {
   double *rope_freq; /* [head_dim / 2] */
 } model;
 
+/* All elements of t as float32 into out (t's element count); -1 if its type
+   is not F32, F16, Q4_1 or Q8_0. */
+int tensor_dequantize(const gguf_tensor *t, float *out);
+
 int model_load(model *m, const gguf_file *f, char *err, size_t errlen);
 void model_free(model *m);
 
