@@ -112,9 +112,20 @@ def test_logits_match_reference_batched_paged_mixed(model, ref, tmp_path):
     assert checked >= 12
 
 
-def test_answer_is_sensible(model, tmp_path):
+def test_answer_is_sensible_and_figures_reported(model, tmp_path):
     out, _ = generate(model, tmp_path, [(0, TARGETS[0])], ["--max-tokens", "12"])
-    assert "Paris" in out["requests"][0]["completion"]
+    r = out["requests"][0]
+    assert "Paris" in r["completion"]
+    assert r["finish"] in ("eos", "length")
+    st = out["stats"]
+    n_gen = len(r["token_ids"])
+    assert st["prefill_tokens"] == len(r["prompt_ids"])
+    # The last sampled token is never fed back through the model.
+    assert st["decode_tokens"] == n_gen - 1
+    assert st["prefill_tokens_per_s"] > 0 and st["decode_tokens_per_s"] > 0
+    assert 0 < st["attention_share"] < 1
+    # One page of 16 slots per 16 cached tokens, none left over at the end.
+    assert st["peak_pages"] == -(-(len(r["prompt_ids"]) + n_gen - 1) // 16)
 
 
 # ---- tokenizer -------------------------------------------------------------------
