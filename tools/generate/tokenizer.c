@@ -240,9 +240,11 @@ static int bpe_piece(const tokenizer *tk, const uint8_t *p, size_t n,
   char text[MAXB * 3];
   size_t start[MAXB + 1], len[MAXB];
   if (n > MAXB) {
-    /* A longer run (e.g. thousands of one punctuation mark) is split into
-       pieces of MAXB bytes at UTF-8 boundaries; no merge in this
-       vocabulary is that long, so nothing is lost in practice. */
+    /* A longer piece (thousands of letters or of one punctuation mark
+       with no space) is cut into pieces of at most MAXB bytes at UTF-8
+       boundaries, which bounds the quadratic merge loop; its tokens may
+       then differ, at the cuts only, from those of one BPE over the whole
+       piece. Ordinary text never has pieces that long. */
     size_t cut = MAXB;
     while (cut > 1 && (p[cut] & 0xC0) == 0x80) cut--;
     if (bpe_piece(tk, p, cut, ids, cnt, cap, err, errlen) != 0) return -1;

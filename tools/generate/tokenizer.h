@@ -6,7 +6,8 @@
    pre-tokenizer and the model's Hugging Face tokenizer (Digits with
    individual digits, then ByteLevel) do. Subset: special tokens written in
    the text ("<|im_end|>") are not recognised there; they are tokenized as
-   plain text. The chat template inserts them by id. */
+   plain text. The chat template inserts them by id. Pieces longer than
+   1024 bytes are cut (see bpe_piece). */
 #ifndef GEN_TOKENIZER_H
 #define GEN_TOKENIZER_H
 
