@@ -88,6 +88,18 @@ static void skip_value(cursor *c, uint32_t t, const char *key) {
   (void)take(c, n, key);
 }
 
+/* A name from the file, for a message: at most 200 bytes, and bytes that
+   are not printable ASCII shown as '?' (a corrupt name may hold anything). */
+static void printable_name(char *out, size_t cap, gguf_str s) {
+  size_t n = s.len > 200 ? 200 : (size_t)s.len;
+  if (n + 1 > cap) n = cap - 1;
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char ch = (unsigned char)s.ptr[i];
+    out[i] = ch >= 32 && ch < 127 ? (char)ch : '?';
+  }
+  out[n] = 0;
+}
+
 uint64_t ggml_block_elems(uint32_t type) {
   switch (type) {
   case GGML_T_F32: case GGML_T_F16: case GGML_T_BF16: return 1;
@@ -202,8 +214,7 @@ int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen) {
     gguf_kv *kv = &f->kvs[i];
     kv->key = rd_str(&c, "metadata key");
     if (c.failed) break;
-    snprintf(key, sizeof key, "%.*s", (int)(kv->key.len > 200 ? 200 : kv->key.len),
-             kv->key.ptr);
+    printable_name(key, sizeof key, kv->key);
     kv->type = rd_u32(&c, key);
     kv->count = 1;
     if (kv->type == GGUF_T_ARRAY) {
@@ -259,8 +270,7 @@ int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen) {
     gguf_tensor *t = &f->tensors[i];
     t->name = rd_str(&c, "tensor name");
     if (c.failed) break;
-    snprintf(key, sizeof key, "%.*s",
-             (int)(t->name.len > 200 ? 200 : t->name.len), t->name.ptr);
+    printable_name(key, sizeof key, t->name);
     t->n_dims = rd_u32(&c, key);
     if (c.failed) break;
     if (t->n_dims == 0 || t->n_dims > 4) {
@@ -306,14 +316,15 @@ int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen) {
       uint64_t avail = f->size - start;
       for (uint64_t i = 0; i < f->n_tensors && !c.failed; i++) {
         gguf_tensor *t = &f->tensors[i];
+        printable_name(key, sizeof key, t->name);
         if (t->offset % f->alignment != 0)
-          fail(&c, "tensor '%.*s': offset %llu is not aligned to %llu",
-               (int)t->name.len, t->name.ptr, (unsigned long long)t->offset,
+          fail(&c, "tensor '%s': offset %llu is not aligned to %llu",
+               key, (unsigned long long)t->offset,
                (unsigned long long)f->alignment);
         else if (t->offset > avail || t->nbytes > avail - t->offset)
-          fail(&c, "truncated file: tensor '%.*s' (%llu bytes at data offset "
+          fail(&c, "truncated file: tensor '%s' (%llu bytes at data offset "
                "%llu) ends past the end of the file (%llu data bytes)",
-               (int)t->name.len, t->name.ptr, (unsigned long long)t->nbytes,
+               key, (unsigned long long)t->nbytes,
                (unsigned long long)t->offset, (unsigned long long)avail);
         else
           t->data = f->data_start + t->offset;
