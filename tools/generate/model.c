@@ -247,7 +247,18 @@ void kv_cache_free(kv_cache *c, const model *m) {
 
 enum { LANES = 8, TT = 4, TO = 2 };
 
-static inline float reduce8(const float *a) {
+/* Eight float lanes (GCC/clang vector extension): lane-wise IEEE
+   arithmetic, exactly the scalar operations, in one AVX register or two
+   SSE ones. Loads go through memcpy, so no alignment is assumed. */
+typedef float v8 __attribute__((vector_size(32)));
+
+/* Vectors never cross a function boundary by value (that would change the
+   ABI between the clones): loads are a macro, the reduction takes a
+   pointer. */
+#define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(v8))
+
+static inline float reduce8(const v8 *v) {
+  const v8 a = *v;
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
@@ -260,28 +271,75 @@ static inline float reduce8(const float *a) {
 #define GEN_CLONES
 #endif
 
-GEN_CLONES static void dot_tile(const float *w, const float *x, int n_in, int nt,
-                     int no, int x_stride, float *out, int out_stride) {
-  float acc[TT][TO][LANES];
+/* A full tile: TT tokens by TO rows, the weights loaded once per TT tokens. */
+GEN_CLONES static void dot_tile_full(const float *w, const float *x, int n_in,
+                                     float *out, int out_stride) {
+  v8 acc[TT][TO];
   memset(acc, 0, sizeof acc);
-  if (nt == TT && no == TO) {
-    for (int i = 0; i < n_in; i += LANES)
-      for (int t = 0; t < TT; t++)
-        for (int o = 0; o < TO; o++)
-          for (int j = 0; j < LANES; j++)
-            acc[t][o][j] += w[(size_t)o * n_in + i + j] *
-                            x[(size_t)t * x_stride + i + j];
-  } else {
-    for (int i = 0; i < n_in; i += LANES)
-      for (int t = 0; t < nt; t++)
-        for (int o = 0; o < no; o++)
-          for (int j = 0; j < LANES; j++)
-            acc[t][o][j] += w[(size_t)o * n_in + i + j] *
-                            x[(size_t)t * x_stride + i + j];
+  for (int i = 0; i < n_in; i += LANES) {
+    v8 w0, w1;
+    LOAD8(w0, w + i);
+    LOAD8(w1, w + (size_t)n_in + i);
+    for (int t = 0; t < TT; t++) {
+      v8 xv;
+      LOAD8(xv, x + (size_t)t * n_in + i);
+      acc[t][0] += w0 * xv;
+      acc[t][1] += w1 * xv;
+    }
   }
-  for (int t = 0; t < nt; t++)
-    for (int o = 0; o < no; o++)
-      out[(size_t)t * out_stride + o] = reduce8(acc[t][o]);
+  for (int t = 0; t < TT; t++)
+    for (int o = 0; o < TO; o++)
+      out[(size_t)t * out_stride + o] = reduce8(&acc[t][o]);
+}
+
+/* One token against one row: the same arithmetic as a tile's (t, o). */
+GEN_CLONES static float dot_1x1(const float *w, const float *x, int n_in) {
+  v8 a = {0};
+  for (int i = 0; i < n_in; i += LANES) {
+    v8 wv, xv;
+    LOAD8(wv, w + i);
+    LOAD8(xv, x + i);
+    a += wv * xv;
+  }
+  return reduce8(&a);
+}
+
+/* One token against TO rows (a decode step's tokens, or the last tokens
+   of a step): the same arithmetic again, the x row read once. */
+GEN_CLONES static void dot_1x2(const float *w, const float *x, int n_in,
+                               float *out) {
+  v8 a = {0}, b = {0};
+  for (int i = 0; i < n_in; i += LANES) {
+    v8 xv, w0, w1;
+    LOAD8(xv, x + i);
+    LOAD8(w0, w + i);
+    LOAD8(w1, w + (size_t)n_in + i);
+    a += w0 * xv;
+    b += w1 * xv;
+  }
+  out[0] = reduce8(&a);
+  out[1] = reduce8(&b);
+}
+
+/* out[t][o] for the nt tokens and no rows of a tile. Every (t, o) is summed
+   in 8 lanes (lane j takes i = j mod 8, in order of i) and the lanes are
+   added in one fixed tree, whichever function does it, so a row's result
+   never depends on the tile it fell in, on the batch or on the thread
+   split (outputs are split between threads). */
+static void dot_tile(const float *w, const float *x, int n_in, int nt, int no,
+                     float *out, int out_stride) {
+  if (nt == TT && no == TO) {
+    dot_tile_full(w, x, n_in, out, out_stride);
+    return;
+  }
+  for (int t = 0; t < nt; t++) {
+    if (no == TO)
+      dot_1x2(w, x + (size_t)t * n_in, n_in, out + (size_t)t * out_stride);
+    else
+      for (int o = 0; o < no; o++)
+        out[(size_t)t * out_stride + o] =
+            dot_1x1(w + (size_t)o * n_in, x + (size_t)t * n_in, n_in);
+  }
 }
 
 typedef struct matmul_job {
@@ -302,8 +360,7 @@ static void matmul_worker(void *arg, int worker, int n_workers) {
     for (int o = lo; o < hi; o += TO) {
       const int no = hi - o < TO ? hi - o : TO;
       dot_tile(j->w + (size_t)o * j->n_in, j->x + (size_t)t * j->n_in,
-               j->n_in, nt, no, j->n_in, j->out + (size_t)t * j->n_out + o,
-               j->n_out);
+               j->n_in, nt, no, j->out + (size_t)t * j->n_out + o, j->n_out);
     }
   }
 }
