@@ -300,3 +300,18 @@ def test_prompt_longer_than_context(model):
 def test_request_larger_than_the_cache(model):
     expect_error(["--model", model, "--pages", "2", "--prompt", TARGETS[0],
                   "--max-tokens", "8"], "the cache has 2")
+
+
+def test_bad_options(model, tmp_path):
+    expect_error(["--model", model, "--prompts", str(tmp_path / "none.txt")],
+                 "cannot open prompts file")
+    expect_error(["--model", model, "--prompt", "hi", "--threads", "0"],
+                 "--threads wants an integer")
+    expect_error(["--model", model, "--prompt", "hi", "--top-p", "2"],
+                 "--top-p wants a number")
+    expect_error(["--model", model, "--prompt", "hi", "--bogus"], "unknown option")
+    expect_error(["--model", model], "no requests")
+    expect_error(["--prompt", "hi"], "--model FILE is required")
+    pf = tmp_path / "p.txt"
+    pf.write_text("@x hello\n")
+    expect_error(["--model", model, "--prompts", str(pf)], "p.txt:1:")
