@@ -176,8 +176,6 @@ static void prefetch_head(const job *jb, const key_rows *kr, int32_t h) {
 
 /* ---- the item's rows ----------------------------------------------------- */
 
-/* Widens the item's query rows once, quantized by q_scale when asked: row
-   (h - h0) * R + (jj - j0) * G + g; zero from D to ld. */
 /* Query row (token tok, query head n), widened (and quantized), into dst;
    zero from D to ld. */
 static void load_query_row(const job *jb, int64_t tok, int32_t n, float *dst) {
@@ -192,6 +190,8 @@ static void load_query_row(const job *jb, int64_t tok, int32_t n, float *dst) {
   for (int d = D; d < jb->ld; d++) dst[d] = 0.0f;
 }
 
+/* Widens the item's query rows once, quantized by q_scale when asked: row
+   (h - h0) * R + (jj - j0) * G + g; zero from D to ld. */
 static void load_query_rows(const job *jb, const rpa_work_item *w,
                             thread_scratch *t, int32_t h0, int32_t h1) {
   const rpa_args *a = jb->a;
@@ -698,10 +698,10 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
                                     a->num_q_heads * (2 + jb.ldv));
   const size_t pend_bytes = align64(sizeof(_Atomic int) * (size_t)(slots + 1));
   const size_t ts_bytes = align64(sizeof(thread_scratch) * (size_t)threads);
-  /* shared prefixes: members [S], group starts [K + 1], slot [max(S, K)]
-     (a cursor per group while grouping), splits [S] */
+  /* shared prefixes: members [S], group starts [K + 1], slot [S],
+     splits [S] */
   const int64_t S = info->num_seqs, K = cascade ? a->num_shared : 0;
-  const size_t cs_ints = cascade ? (size_t)(S + K + 1 + (S > K ? S : K) + S) : 0;
+  const size_t cs_ints = cascade ? (size_t)(3 * S + K + 1) : 0;
   const size_t cs_bytes = align64(sizeof(int32_t) * cs_ints);
   const size_t total = plan_bytes + part_bytes + pend_bytes + ts_bytes +
                        cs_bytes + per_thread * (size_t)threads;
@@ -717,7 +717,7 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
     jb.cs.members = ci;
     jb.cs.group_start = ci + S;
     jb.cs.slot = ci + S + K + 1;
-    jb.cs.splits = jb.cs.slot + (S > K ? S : K);
+    jb.cs.splits = jb.cs.slot + S;
     rpa_plan_groups(a, info, &jb.cs);
   }
   for (int i = 0; i < threads; i++) {

@@ -63,25 +63,31 @@ int64_t rpa_plan_bound(const rpa_args *a, const rpa_batch_info *info,
 void rpa_plan_groups(const rpa_args *a, const rpa_batch_info *info,
                      rpa_cascade *cs) {
   const int32_t K = a->num_shared, S = info->num_seqs;
+  int32_t *gs = cs->group_start;
   cs->members_per_item = rpa_block_tokens(info->group);
-  for (int32_t g = 0; g <= K; g++) cs->group_start[g] = 0;
+  for (int32_t g = 0; g <= K; g++) gs[g] = 0;
+  for (int32_t i = 0; i < S; i++) { /* gs[g + 1]: group g's decode members */
+    const int32_t g = a->shared_group[i];
+    if (g >= 0 && a->cu_q_lens[i + 1] - a->cu_q_lens[i] == 1) gs[g + 1]++;
+  }
+  /* gs[g + 1] becomes where group g starts, or -1 - that for a group left
+     out (one member alone shares nothing, nor does an empty prefix) */
+  int32_t start = 0;
+  for (int32_t g = 0; g < K; g++) {
+    const int32_t count = gs[g + 1];
+    const int kept = count >= 2 && a->shared_len[g] > 0;
+    gs[g + 1] = kept ? start : -1 - start;
+    if (kept) start += count;
+  }
+  /* each member moves its group's mark on by one: to where the group ends,
+     that is where the next one starts */
   for (int32_t i = 0; i < S; i++) {
     const int32_t g = a->shared_group[i];
-    if (g >= 0 && a->cu_q_lens[i + 1] - a->cu_q_lens[i] == 1)
-      cs->group_start[g + 1]++;
+    if (g >= 0 && gs[g + 1] >= 0 && a->cu_q_lens[i + 1] - a->cu_q_lens[i] == 1)
+      cs->members[gs[g + 1]++] = i;
   }
-  for (int32_t g = 0; g < K; g++) /* one member alone shares nothing */
-    if (cs->group_start[g + 1] < 2 || a->shared_len[g] == 0)
-      cs->group_start[g + 1] = 0;
-  for (int32_t g = 0; g < K; g++) cs->group_start[g + 1] += cs->group_start[g];
-  int32_t *fill = cs->slot; /* borrowed as a cursor per group */
-  for (int32_t g = 0; g < K; g++) fill[g] = cs->group_start[g];
-  for (int32_t i = 0; i < S; i++) {
-    const int32_t g = a->shared_group[i];
-    if (g >= 0 && a->cu_q_lens[i + 1] - a->cu_q_lens[i] == 1 &&
-        cs->group_start[g + 1] > cs->group_start[g])
-      cs->members[fill[g]++] = i;
-  }
+  for (int32_t g = 0; g < K; g++)
+    if (gs[g + 1] < 0) gs[g + 1] = -1 - gs[g + 1];
 }
 
 static int cmp_cost(const void *x, const void *y) {

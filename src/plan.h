@@ -61,7 +61,7 @@ int64_t rpa_plan_bound(const rpa_args *a, const rpa_batch_info *info,
                        int64_t *slots);
 
 /* Groups the decode members of each shared prefix into cs (its arrays
-   allocated by the caller: S, num_shared + 1, S, S). */
+   allocated by the caller: S, num_shared + 1, S, S entries). */
 void rpa_plan_groups(const rpa_args *a, const rpa_batch_info *info,
                      rpa_cascade *cs);
 

@@ -44,20 +44,24 @@ def _candidates():
     ]
 
 
-def _load():
+def load_first(candidates, missing, advice):
+    """The first existing file of candidates [(where, path)], loaded with
+    ctypes: (CDLL, absolute path); else ImportError: `missing`, every place
+    looked at, then `advice`."""
     tried = []
-    for where, path in _candidates():
+    for where, path in candidates:
         if os.path.isfile(path):
             return ctypes.CDLL(os.path.abspath(path)), os.path.abspath(path)
         tried.append(f"{where}: {path}")
-    raise ImportError(
-        "rpa: cannot find librpa.so (looked at " + "; ".join(tried) + "). "
-        "Install the package with `pip install ./python` from the repository, "
-        "build the library with `cmake -S . -B build && cmake --build build`, "
-        "or set RPA_LIBRARY to the library's path.")
+    raise ImportError(f"{missing} (looked at " + "; ".join(tried) + "). " +
+                      advice)
 
 
-lib, library_path = _load()
+lib, library_path = load_first(
+    _candidates(), "rpa: cannot find librpa.so",
+    "Install the package with `pip install ./python` from the repository, "
+    "build the library with `cmake -S . -B build && cmake --build build`, "
+    "or set RPA_LIBRARY to the library's path.")
 
 # ---- dtypes ---------------------------------------------------------------
 

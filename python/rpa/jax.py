@@ -26,7 +26,6 @@ the same time (XLA may call from several threads), created on first use and
 freed at process exit. ``num_threads`` (None: all CPUs) and ``isa`` (None:
 RPA_ISA, else the best set) choose the context, as in ``rpa.attention``.
 """
-import ctypes
 import os
 
 import jax
@@ -55,22 +54,13 @@ def _find():
                                              _LIBNAME))]
 
 
-def _load():
-    tried = []
-    for where, path in _find():
-        if os.path.isfile(path):
-            return ctypes.CDLL(os.path.abspath(path)), os.path.abspath(path)
-        tried.append(f"{where}: {path}")
-    raise ImportError(
-        "rpa.jax: cannot find librpa_jax.so (looked at " + "; ".join(tried) +
-        "). It is built when jaxlib's FFI headers are found at install time: "
-        "`pip install --no-build-isolation ./python` in an environment with "
-        "jax, or RPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()> pip install "
-        "./python; from a checkout, configure CMake with "
-        "-DRPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()>.")
-
-
-_handler_lib, library_path = _load()
+_handler_lib, library_path = _lib.load_first(
+    _find(), "rpa.jax: cannot find librpa_jax.so",
+    "It is built when jaxlib's FFI headers are found at install "
+    "time: `pip install --no-build-isolation ./python` in an environment "
+    "with jax, or RPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()> pip install "
+    "./python; from a checkout, configure CMake with "
+    "-DRPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()>.")
 jax.ffi.register_ffi_target(
     _TARGET, jax.ffi.pycapsule(_handler_lib.rpa_jax_ragged_paged_attention),
     platform="cpu")

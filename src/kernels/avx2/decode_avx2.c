@@ -32,8 +32,12 @@ enum { DK = RPA_AVX2_DECODE_KEYS };
 #define E4M3_RAW ((rpa_dtype)0x41)
 #define E4M3_NAN ((rpa_dtype)0x42)
 
-/* 16 e4m3 bytes (zero-extended in 16-bit lanes) -> their f16 codes: the
-   sign bit at 7 moves to 15 by adding it to itself before the shift. */
+/* e4m3 bytes (zero-extended in 16-bit lanes) -> their f16 codes: the sign
+   bit at 7 moves to 15 by adding it to itself before the shift. 8 and 16
+   lanes. */
+static ALWAYS_INLINE __m128i e4m3_codes_raw8(__m128i b) {
+  return _mm_slli_epi16(_mm_add_epi16(b, _mm_and_si128(b, _mm_set1_epi16(0x80))), 7);
+}
 static ALWAYS_INLINE __m256i e4m3_codes_raw16(__m256i b) {
   return _mm256_slli_epi16(
       _mm256_add_epi16(b, _mm256_and_si256(b, _mm256_set1_epi16(0x80))), 7);
@@ -43,10 +47,7 @@ static ALWAYS_INLINE __m256i e4m3_codes_raw16(__m256i b) {
 static ALWAYS_INLINE __m256 dwiden8(const void *src, rpa_dtype dt) {
   if (dt == E4M3_RAW || dt == E4M3_NAN) {
     const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)src));
-    const __m128i h =
-        dt == E4M3_NAN ? e4m3_to_f16_codes(b)
-                       : _mm_slli_epi16(_mm_add_epi16(b, _mm_and_si128(b, _mm_set1_epi16(0x80))), 7);
-    return _mm256_cvtph_ps(h);
+    return _mm256_cvtph_ps(dt == E4M3_NAN ? e4m3_to_f16_codes(b) : e4m3_codes_raw8(b));
   }
   return widen8_full(src, dt);
 }
