@@ -299,6 +299,44 @@ static void begin_block(const job *jb, thread_scratch *t, int R,
   s->work = t->work;
 }
 
+/* A decode item of a large GQA group (rpa_kernels.decode_block_rows): per
+   KV head, the token's G rows walk the item's keys as one prefill block,
+   rows along the vector, so each K/V row is widened once for all G rows
+   rather than once per group of the decode step's rows. Every key of a
+   decode item is visible to every row (plan_decode clips the window), so
+   no step is masked. Same state layout as decode_walk. */
+static void decode_walk_blocks(const job *jb, const rpa_work_item *w,
+                               thread_scratch *t, int32_t h0, int32_t h1) {
+  const int32_t G = jb->info->group;
+  const int step = jb->k->prefill_keys;
+  const int32_t pos = jb->a->kv_lens[w->seq] - 1;
+  for (int r = 0; r < G; r++) t->pos[r] = pos;
+  const void *krow[MAXK], *vrow[MAXK];
+  for (int32_t h = h0; h < h1; h++) {
+    const int r0 = (h - h0) * G;
+    thread_scratch th = *t;
+    th.q = t->q + (int64_t)r0 * jb->ld;
+    th.o = t->o + (int64_t)r0 * jb->ldv;
+    th.m = t->m + r0;
+    th.l = t->l + r0;
+    rpa_prefill_item it;
+    rpa_prefill_step_args s;
+    begin_block(jb, &th, G, &it, &s, krow, vrow);
+    key_rows cur, next;
+    locate_step(jb, &next, w->seq, w->c0, step, w->c1);
+    for (int64_t c = w->c0; c < w->c1; c += step) {
+      cur = next;
+      locate_step(jb, &next, w->seq, c + step, step, w->c1);
+      prefetch_head(jb, &next, h);
+      head_rows(jb, &cur, h, krow, vrow);
+      s.c = c;
+      s.n = cur.n;
+      s.full = 1;
+      jb->k->prefill_step(&s);
+    }
+  }
+}
+
 /* ---- custom masks: each token's marked new keys ------------------------ */
 
 /* The new keys token jj of item w sees under its sequence's mask, after
@@ -625,7 +663,11 @@ static void run_item(void *arg, int index, int thread) {
   write_item_tokens(jb, w);
   load_query_rows(jb, w, t, h0, h1);
   init_state(jb, t, rows);
-  if (decode) {
+  const int blocks = decode && jb->k->decode_block_rows > 0 &&
+                     jb->info->group >= jb->k->decode_block_rows;
+  if (blocks) {
+    decode_walk_blocks(jb, w, t, h0, h1);
+  } else if (decode) {
     jb->k->decode_begin(t->q, jb->ld, rows, jb->a->head_dim, jb->a->cache.dtype);
     decode_walk(jb, w, t, h0, h1);
     jb->k->decode_end(t->o, jb->ldv, rows, jb->info->head_dim_v, jb->a->cache.dtype);

@@ -56,10 +56,12 @@ static void random_case(uint64_t seed, int kind, int32_t *q_lens,
   c->seed = seed;
   c->layout = (tb_layout)(tb_rand(&rng) % TB_LAYOUT_COUNT);
   c->head_dim = PICK(&rng, head_dims);
-  static const int32_t groups[] = {1, 4, 8, 2};
+  /* 16 and 20: decode of a large group runs through the prefill step on
+     some sets (rpa_kernels.decode_block_rows) */
+  static const int32_t groups[] = {1, 4, 8, 2, 16, 20};
   if (c->layout == TB_LATENT) {
     c->num_kv_heads = 1;
-    c->num_q_heads = tb_range(&rng, 1, 8);
+    c->num_q_heads = tb_range(&rng, 1, 24); /* MLA: groups of up to 24 */
     if (c->head_dim < 24) c->head_dim = 24;
     c->head_dim_v = c->head_dim - 16; /* [kv_c | k_pe] with R = 16 */
   } else {

@@ -60,7 +60,7 @@ static int random_batch(uint64_t seed, tb_batch *b, groups *gr, int32_t *ql,
   static const int32_t pss[] = {16, 1, 8, 32};
   c.seed = seed;
   c.num_kv_heads = tb_range(&rng, 1, 2);
-  c.num_q_heads = c.num_kv_heads * (int32_t[]){1, 4, 8}[tb_rand(&rng) % 3];
+  c.num_q_heads = c.num_kv_heads * (int32_t[]){1, 4, 8, 20}[tb_rand(&rng) % 4];
   c.head_dim = (int32_t[]){64, 128, 40}[tb_rand(&rng) % 3];
   c.page_size = pss[tb_rand(&rng) % 4];
   c.kv_dtype = kv[tb_rand(&rng) % 4];

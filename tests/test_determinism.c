@@ -16,9 +16,10 @@ static rpa_context *make_ctx(int threads) {
 }
 
 /* The batch: long and short decodes (split and not split), prefill chunks
-   with and without a cached prefix, a short mixed chunk. */
-static tb_config batch_config(rpa_dtype q, rpa_dtype kv, int32_t *q_lens,
-                              int32_t *kv_lens) {
+   with and without a cached prefix, a short mixed chunk; 2 KV heads of
+   group G (20: decode through the prefill step on some sets). */
+static tb_config batch_config(rpa_dtype q, rpa_dtype kv, int32_t G,
+                              int32_t *q_lens, int32_t *kv_lens) {
   static const int32_t ql[] = {1, 300, 1, 3, 1, 64, 1};
   static const int32_t kl[] = {5000, 300, 17, 900, 2100, 1000, 600};
   memcpy(q_lens, ql, sizeof ql);
@@ -28,7 +29,7 @@ static tb_config batch_config(rpa_dtype q, rpa_dtype kv, int32_t *q_lens,
   c.num_seqs = 7;
   c.q_lens = q_lens;
   c.kv_lens = kv_lens;
-  c.num_q_heads = 8;
+  c.num_q_heads = 2 * G;
   c.num_kv_heads = 2;
   c.head_dim = 128;
   c.page_size = 16;
@@ -45,9 +46,9 @@ static size_t out_row_bytes(const tb_batch *b) {
 }
 
 /* Same batch, 1, 2 and 3 threads: identical bytes. */
-static void thread_count_invariance(rpa_dtype q, rpa_dtype kv) {
+static void thread_count_invariance(rpa_dtype q, rpa_dtype kv, int32_t G) {
   int32_t ql[7], kl[7];
-  tb_config c = batch_config(q, kv, ql, kl);
+  tb_config c = batch_config(q, kv, G, ql, kl);
   tb_batch b;
   CHECK(tb_make(&b, &c) == 0, "tb_make");
   unsigned char *first = NULL;
@@ -73,9 +74,9 @@ static void thread_count_invariance(rpa_dtype q, rpa_dtype kv) {
 
 /* Each sequence run alone (a batch of one, same buffers) gives the bytes it
    got inside the full batch; so does the batch with its hint given. */
-static void batch_invariance(rpa_dtype q, rpa_dtype kv) {
+static void batch_invariance(rpa_dtype q, rpa_dtype kv, int32_t G) {
   int32_t ql[7], kl[7];
-  tb_config c = batch_config(q, kv, ql, kl);
+  tb_config c = batch_config(q, kv, G, ql, kl);
   tb_batch b;
   CHECK(tb_make(&b, &c) == 0, "tb_make");
   rpa_context *ctx = make_ctx(2);
@@ -112,14 +113,19 @@ static void batch_invariance(rpa_dtype q, rpa_dtype kv) {
 int main(void) {
   static const rpa_dtype pairs[][2] = {
       {RPA_F32, RPA_F32}, {RPA_BF16, RPA_BF16}, {RPA_F16, RPA_FP8_E4M3}};
-  for (int i = 0; i < 3; i++) {
-    char name[96];
-    snprintf(name, sizeof name, "thread count does not change a bit (q %s, kv %s)",
-             rpa_dtype_name(pairs[i][0]), rpa_dtype_name(pairs[i][1]));
-    TEST_CASE(name, thread_count_invariance(pairs[i][0], pairs[i][1]));
-    snprintf(name, sizeof name, "the rest of the batch does not change a bit (q %s, kv %s)",
-             rpa_dtype_name(pairs[i][0]), rpa_dtype_name(pairs[i][1]));
-    TEST_CASE(name, batch_invariance(pairs[i][0], pairs[i][1]));
-  }
+  static const int32_t groups[] = {4, 20};
+  for (int gi = 0; gi < 2; gi++)
+    for (int i = 0; i < 3; i++) {
+      const int32_t G = groups[gi];
+      char name[128];
+      snprintf(name, sizeof name,
+               "thread count does not change a bit (q %s, kv %s, group %d)",
+               rpa_dtype_name(pairs[i][0]), rpa_dtype_name(pairs[i][1]), (int)G);
+      TEST_CASE(name, thread_count_invariance(pairs[i][0], pairs[i][1], G));
+      snprintf(name, sizeof name,
+               "the rest of the batch does not change a bit (q %s, kv %s, group %d)",
+               rpa_dtype_name(pairs[i][0]), rpa_dtype_name(pairs[i][1]), (int)G);
+      TEST_CASE(name, batch_invariance(pairs[i][0], pairs[i][1], G));
+    }
   return th_finish("test_determinism");
 }

@@ -113,6 +113,10 @@ typedef struct rpa_kernels {
   int decode_keys;  /* keys per decode step, <= RPA_MAX_STEP_KEYS */
   int prefill_keys; /* keys per prefill step, <= RPA_MAX_STEP_KEYS */
   int has_bf16_dot; /* prefill honours rpa_prefill_item.bf16_ok */
+  /* A decode token whose GQA group has at least this many query rows per
+     KV head runs through prefill_begin/prefill_step instead (one block of
+     the group's rows per KV head); 0: never. */
+  int decode_block_rows;
   /* q rows into the set's decode order (natural: nothing to do). */
   void (*decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dtype);
   void (*decode_step)(const rpa_decode_step_args *a);

@@ -79,6 +79,7 @@ const rpa_kernels rpa_kernels_avx2 = {
     .decode_keys = RPA_AVX2_DECODE_KEYS,
     .prefill_keys = RPA_AVX2_PREFILL_KEYS,
     .has_bf16_dot = 0,
+    .decode_block_rows = RPA_AVX2_DECODE_BLOCK_ROWS,
     .decode_begin = rpa_decode_begin__avx2,
     .decode_step = rpa_decode_step__avx2,
     .decode_end = rpa_decode_end__avx2,

@@ -30,6 +30,9 @@
    6 keys). */
 #define RPA_AVX2_DECODE_KEYS 32
 #define RPA_AVX2_PREFILL_KEYS 30
+/* A decode group of this many rows or more goes through the prefill step
+   (kernels.h: decode_block_rows). */
+#define RPA_AVX2_DECODE_BLOCK_ROWS 16
 
 static ALWAYS_INLINE const void *advance2(const void *p, rpa_dtype dt,
                                           int elems) {
