@@ -532,9 +532,15 @@ static int merge_splits(const job *jb, const rpa_work_item *w,
    non-finite (kernels.h). Such a row is stored as NaN throughout, its lse
    too, on every kernel set alike (docs/contract.md, section 6). */
 static int row_poisoned(const float *o, int32_t Dv, float l) {
-  int bad = !isfinite(l);
-  for (int32_t d = 0; d < Dv; d++) bad |= !isfinite(o[d]);
-  return bad;
+  /* non-finite: all exponent bits set, so adding one more carries into the
+     sign bit; an OR over the row (which the compiler vectorizes) */
+  uint32_t acc = 0;
+  for (int32_t d = 0; d < Dv; d++) {
+    uint32_t u;
+    memcpy(&u, o + d, sizeof u);
+    acc |= (u & 0x7f800000u) + 0x00800000u;
+  }
+  return !isfinite(l) || (acc & 0x80000000u) != 0;
 }
 
 /* The sink joins the denominator; rows are normalised, scaled by v_scale

@@ -14,35 +14,47 @@ static inline __m128i f32_to_bf16_8(__m256 x) {
   return _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
 }
 
+/* 8 (or the last cnt < 8) values of src * mul narrowed to dt at dst. */
+static ALWAYS_INLINE void store8(void *dst, rpa_dtype dt, const float *src,
+                                 __m256 vm, int cnt) {
+  const __m256i m = lane_mask8(cnt);
+  const __m256 x = _mm256_mul_ps(cnt == 8 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, m), vm);
+  if (dt == RPA_F32) {
+    if (cnt == 8)
+      _mm256_storeu_ps((float *)dst, x);
+    else
+      _mm256_maskstore_ps((float *)dst, m, x);
+    return;
+  }
+  const __m128i h = dt == RPA_BF16
+                        ? f32_to_bf16_8(x)
+                        : _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  if (cnt == 8) {
+    _mm_storeu_si128((__m128i *)dst, h);
+  } else {
+    uint16_t tmp[8];
+    _mm_storeu_si128((__m128i *)tmp, h);
+    memcpy(dst, tmp, sizeof(uint16_t) * (size_t)cnt);
+  }
+}
+
+static ALWAYS_INLINE void store_row_dt(void *dst, rpa_dtype dt, const float *src,
+                                       int n, float mul) {
+  const __m256 vm = _mm256_set1_ps(mul);
+  const size_t es = dt == RPA_F32 ? 4 : 2;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) store8((char *)dst + (size_t)i * es, dt, src + i, vm, 8);
+  if (i < n) store8((char *)dst + (size_t)i * es, dt, src + i, vm, n - i);
+}
+
 void rpa_store_row__avx2(void *dst, rpa_dtype dt, const float *src, int n,
                          float mul);
 void rpa_store_row__avx2(void *dst, rpa_dtype dt, const float *src, int n,
                          float mul) {
-  const __m256 vm = _mm256_set1_ps(mul);
-  for (int i = 0; i < n; i += 8) {
-    const int cnt = n - i < 8 ? n - i : 8;
-    const __m256i m = lane_mask8(cnt);
-    const __m256 x = _mm256_mul_ps(cnt == 8 ? _mm256_loadu_ps(src + i)
-                                            : _mm256_maskload_ps(src + i, m),
-                                   vm);
-    if (dt == RPA_F32) {
-      if (cnt == 8)
-        _mm256_storeu_ps((float *)dst + i, x);
-      else
-        _mm256_maskstore_ps((float *)dst + i, m, x);
-      continue;
-    }
-    const __m128i h = dt == RPA_BF16
-                          ? f32_to_bf16_8(x)
-                          : _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    uint16_t *out = (uint16_t *)dst + i;
-    if (cnt == 8) {
-      _mm_storeu_si128((__m128i *)out, h);
-    } else {
-      uint16_t tmp[8];
-      _mm_storeu_si128((__m128i *)tmp, h);
-      memcpy(out, tmp, sizeof(uint16_t) * (size_t)cnt);
-    }
+  switch (dt) { /* out is f32, bf16 or f16 */
+    case RPA_BF16: store_row_dt(dst, RPA_BF16, src, n, mul); break;
+    case RPA_F16: store_row_dt(dst, RPA_F16, src, n, mul); break;
+    default: store_row_dt(dst, RPA_F32, src, n, mul); break;
   }
 }
 
