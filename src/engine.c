@@ -268,35 +268,61 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
   }
 }
 
-/* A prefill block of R rows in t (q rows and positions loaded): its item,
-   staged by the set, and the step arguments over t's state. */
-static void begin_block(const job *jb, thread_scratch *t, int R,
-                        rpa_prefill_item *it, rpa_prefill_step_args *s,
-                        const void **krow, const void **vrow) {
+/* A prefill block of R rows in t (q rows and positions loaded), staged by
+   the set, walks keys [lo, hi) of sequence seq, KV head h, into t's state.
+   Rows hold positions pos_first..pos_last; a step every row sees whole (no
+   causal or window cut) runs unmasked. */
+static void walk_block(const job *jb, thread_scratch *t, int R, int32_t seq,
+                       int32_t h, int64_t lo, int64_t hi, int64_t pos_first,
+                       int64_t pos_last) {
   const rpa_args *a = jb->a;
-  it->q = t->q;
-  it->ld = jb->ld;
-  it->qs = t->qs;
-  it->ldr = jb->ldr;
-  it->rows = R;
-  it->pos = t->pos;
-  it->D = a->head_dim;
-  it->Dv = jb->info->head_dim_v;
-  it->dtype = a->cache.dtype;
-  it->kmul = jb->kmul;
-  it->cap = a->soft_cap;
-  it->causal = a->causal;
-  it->window = a->sliding_window;
-  it->bf16_ok = jb->bf16_ok;
-  jb->k->prefill_begin(it);
-  s->item = it;
-  s->krows = krow;
-  s->vrows = vrow;
-  s->m = t->m;
-  s->l = t->l;
-  s->o = t->o;
-  s->ldo = jb->ldv;
-  s->work = t->work;
+  const rpa_kernels *k = jb->k;
+  rpa_prefill_item it;
+  it.q = t->q;
+  it.ld = jb->ld;
+  it.qs = t->qs;
+  it.ldr = jb->ldr;
+  it.rows = R;
+  it.pos = t->pos;
+  it.D = a->head_dim;
+  it.Dv = jb->info->head_dim_v;
+  it.dtype = a->cache.dtype;
+  it.kmul = jb->kmul;
+  it.cap = a->soft_cap;
+  it.causal = a->causal;
+  it.window = a->sliding_window;
+  it.bf16_ok = jb->bf16_ok;
+  k->prefill_begin(&it);
+  const void *krow[MAXK], *vrow[MAXK];
+  rpa_prefill_step_args s;
+  s.item = &it;
+  s.krows = krow;
+  s.vrows = vrow;
+  s.m = t->m;
+  s.l = t->l;
+  s.o = t->o;
+  s.ldo = jb->ldv;
+  s.work = t->work;
+  const int step = k->prefill_keys;
+  const int window = a->causal && a->sliding_window > 0;
+  key_rows cur, next;
+  locate_step(jb, &next, seq, lo, step, hi);
+  for (int64_t c = lo; c < hi; c += step) {
+    cur = next; /* the pipeline: fetch the next step's rows */
+    locate_step(jb, &next, seq, c + step, step, hi);
+    prefetch_head(jb, &next, h);
+    /* Does every row see every key of this step? */
+    int full = 1;
+    if (a->causal) {
+      if (c + cur.n - 1 > pos_first) full = 0;
+      if (window && pos_last - c >= a->sliding_window) full = 0;
+    }
+    head_rows(jb, &cur, h, krow, vrow);
+    s.c = c;
+    s.n = cur.n;
+    s.full = full;
+    k->prefill_step(&s);
+  }
 }
 
 /* A decode item of a large GQA group (rpa_kernels.decode_block_rows): per
@@ -308,10 +334,8 @@ static void begin_block(const job *jb, thread_scratch *t, int R,
 static void decode_walk_blocks(const job *jb, const rpa_work_item *w,
                                thread_scratch *t, int32_t h0, int32_t h1) {
   const int32_t G = jb->info->group;
-  const int step = jb->k->prefill_keys;
   const int32_t pos = jb->a->kv_lens[w->seq] - 1;
   for (int r = 0; r < G; r++) t->pos[r] = pos;
-  const void *krow[MAXK], *vrow[MAXK];
   for (int32_t h = h0; h < h1; h++) {
     const int r0 = (h - h0) * G;
     thread_scratch th = *t;
@@ -319,21 +343,7 @@ static void decode_walk_blocks(const job *jb, const rpa_work_item *w,
     th.o = t->o + (int64_t)r0 * jb->ldv;
     th.m = t->m + r0;
     th.l = t->l + r0;
-    rpa_prefill_item it;
-    rpa_prefill_step_args s;
-    begin_block(jb, &th, G, &it, &s, krow, vrow);
-    key_rows cur, next;
-    locate_step(jb, &next, w->seq, w->c0, step, w->c1);
-    for (int64_t c = w->c0; c < w->c1; c += step) {
-      cur = next;
-      locate_step(jb, &next, w->seq, c + step, step, w->c1);
-      prefetch_head(jb, &next, h);
-      head_rows(jb, &cur, h, krow, vrow);
-      s.c = c;
-      s.n = cur.n;
-      s.full = 1;
-      jb->k->prefill_step(&s);
-    }
+    walk_block(jb, &th, G, w->seq, h, w->c0, w->c1, pos, pos);
   }
 }
 
@@ -423,42 +433,19 @@ static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
 static void prefill_walk(const job *jb, const rpa_work_item *w,
                          thread_scratch *t) {
   const rpa_args *a = jb->a;
-  const rpa_kernels *k = jb->k;
   const int32_t G = jb->info->group;
-  const int R = (w->j1 - w->j0) * G, step = k->prefill_keys;
+  const int R = (w->j1 - w->j0) * G;
   const int32_t q_len = a->cu_q_lens[w->seq + 1] - a->cu_q_lens[w->seq];
   const int64_t prefix = (int64_t)a->kv_lens[w->seq] - q_len;
   for (int r = 0; r < R; r++) t->pos[r] = (int32_t)(prefix + w->j0 + r / G);
-  rpa_prefill_item it;
-  const void *krow[MAXK], *vrow[MAXK];
-  rpa_prefill_step_args s;
-  begin_block(jb, t, R, &it, &s, krow, vrow);
   const int masked = rpa_has_mask(a, w->seq);
   const int64_t lo = w->c0;
   /* Under a custom mask the block walks the cached prefix only; each token
      then takes the new keys its mask row marks (tree_walk). */
   const int64_t hi = masked && w->c1 > prefix ? (prefix > lo ? prefix : lo)
                                               : w->c1;
-  const int64_t pos_first = prefix + w->j0, pos_last = prefix + w->j1 - 1;
-  const int window = a->causal && a->sliding_window > 0;
-  key_rows cur, next;
-  locate_step(jb, &next, w->seq, lo, step, hi);
-  for (int64_t c = lo; c < hi; c += step) {
-    cur = next; /* the pipeline: fetch the next step's rows */
-    locate_step(jb, &next, w->seq, c + step, step, hi);
-    prefetch_head(jb, &next, w->head);
-    /* Does every row see every key of this step? */
-    int full = 1;
-    if (a->causal) {
-      if (c + cur.n - 1 > pos_first) full = 0;
-      if (window && pos_last - c >= a->sliding_window) full = 0;
-    }
-    head_rows(jb, &cur, w->head, krow, vrow);
-    s.c = c;
-    s.n = cur.n;
-    s.full = full;
-    k->prefill_step(&s);
-  }
+  walk_block(jb, t, R, w->seq, w->head, lo, hi, prefix + w->j0,
+             prefix + w->j1 - 1);
   if (masked) tree_walk(jb, w, t, prefix);
 }
 
@@ -591,10 +578,9 @@ static void store_rows(const job *jb, const rpa_work_item *w,
 static void run_cascade(const job *jb, const rpa_work_item *w,
                         thread_scratch *t) {
   const rpa_args *a = jb->a;
-  const rpa_kernels *k = jb->k;
   const int32_t G = jb->info->group, h = w->head;
   const int32_t *mem = jb->cs.members;
-  const int nm = w->j1 - w->j0, R = nm * G, step = k->prefill_keys;
+  const int nm = w->j1 - w->j0, R = nm * G;
   int32_t pos_min = INT32_MAX, pos_max = 0;
   for (int mi = 0; mi < nm; mi++) {
     const int32_t seq = mem[w->j0 + mi], pos = a->kv_lens[seq] - 1;
@@ -607,29 +593,12 @@ static void run_cascade(const job *jb, const rpa_work_item *w,
     }
   }
   init_state(jb, t, R);
-  rpa_prefill_item it;
-  const void *krow[MAXK], *vrow[MAXK];
-  rpa_prefill_step_args s;
-  begin_block(jb, t, R, &it, &s, krow, vrow);
   /* every key of the prefix precedes every row; a window may cut the
      oldest keys for some rows (and all of them for every row) */
-  const int window = a->causal && a->sliding_window > 0;
   int64_t lo = w->c0;
-  if (window && pos_min - a->sliding_window + 1 > lo)
+  if (a->causal && a->sliding_window > 0 && pos_min - a->sliding_window + 1 > lo)
     lo = pos_min - a->sliding_window + 1;
-  const int64_t hi = w->c1;
-  key_rows cur, next;
-  locate_step(jb, &next, w->seq, lo, step, hi);
-  for (int64_t c = lo; c < hi; c += step) {
-    cur = next;
-    locate_step(jb, &next, w->seq, c + step, step, hi);
-    prefetch_head(jb, &next, h);
-    head_rows(jb, &cur, h, krow, vrow);
-    s.c = c;
-    s.n = cur.n;
-    s.full = !window || pos_max - c < a->sliding_window;
-    k->prefill_step(&s);
-  }
+  walk_block(jb, t, R, w->seq, h, lo, w->c1, pos_min, pos_max);
   for (int mi = 0; mi < nm; mi++) {
     const int32_t seq = mem[w->j0 + mi];
     const int32_t slot = jb->cs.slot[seq], splits = jb->cs.splits[seq];
