@@ -45,7 +45,7 @@ build() { # dir, cmake args...
 }
 
 run_suite() { # label, dir, wrapper...
-  local label=$1 dir=$2
+  local label=$1 dir=$2 t0=$SECONDS
   shift 2
   echo "== $label"
   for t in $TESTS; do
@@ -72,6 +72,7 @@ run_suite() { # label, dir, wrapper...
     passed=$((passed + p))
     failed=$((failed + f))
   done
+  echo "   ($((SECONDS - t0)) s)"
 }
 
 if build build-gcc -DCMAKE_C_COMPILER=gcc; then
@@ -292,5 +293,6 @@ aarch64_stage
 
 failed=$((failed + stage_failures))
 echo
+echo "all stages: $SECONDS s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
