@@ -119,50 +119,47 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 #pragma GCC unroll 16
   for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
   const int nk = n - c0 < KB ? n - c0 : KB;
-  /* acc[r][j] += q[r] . K[c0 + j] over the whole block at d */
-#define QK_KEY(j, d)                                                          \
+  /* acc[r][j] += q[r] . K[c0 + j] over the whole block at d; Q(r, v) is
+     row r's vector v of the block, from memory (Q_MEM) or from registers
+     (Q_REG) */
+#define Q_MEM(r, v) _mm512_loadu_ps(q + (int64_t)(r) * ld + d + 16 * (v))
+#define Q_REG(r, v) qv[(r) * vb + (v)]
+#define QK_KEY(j, Q)                                                          \
   do {                                                                        \
     __m512 kv[4];                                                             \
-    widen_block(krows[c0 + (j)], (d), dt, lut, kv);                           \
+    widen_block(krows[c0 + (j)], d, dt, lut, kv);                             \
     _Pragma("GCC unroll 8") for (int r = 0; r < NR; r++)                      \
     _Pragma("GCC unroll 4") for (int v = 0; v < vb; v++)                      \
-      acc[r * KB + (j)] = _mm512_fmadd_ps(                                    \
-          _mm512_loadu_ps(q + (int64_t)r * ld + (d) + 16 * v), kv[v],         \
-          acc[r * KB + (j)]);                                                 \
+      acc[r * KB + (j)] = _mm512_fmadd_ps(Q(r, v), kv[v], acc[r * KB + (j)]); \
   } while (0)
   for (int d = 0; d < dfull; d += bd) {
     if (nk == KB && NR * vb <= 8) {
       /* the common case: every key of the block is real, and the rows' q
          vectors of the block fit in registers next to the accumulators.
-         Held there (KEEP): folded into every FMA as a memory operand they
-         make the loads, not the FMAs, set the pace (a CPU with one 512-bit
-         load a cycle, AMD Zen 4, then runs QK at half the FMA rate) */
+         Held there (the empty asm): folded into every FMA as a memory
+         operand they make the loads, not the FMAs, set the pace (a CPU with
+         one 512-bit load a cycle, AMD Zen 4, then runs QK at half the FMA
+         rate) */
       __m512 qv[8];
 #pragma GCC unroll 8
       for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < vb; v++) {
-          qv[r * vb + v] = _mm512_loadu_ps(q + (int64_t)r * ld + d + 16 * v);
-          __asm__("" : "+v"(qv[r * vb + v]));
+          Q_REG(r, v) = Q_MEM(r, v);
+          __asm__("" : "+v"(Q_REG(r, v)));
         }
 #pragma GCC unroll 16
-      for (int j = 0; j < KB; j++) {
-        __m512 kv[4];
-        widen_block(krows[c0 + j], d, dt, lut, kv);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-          for (int v = 0; v < vb; v++)
-            acc[r * KB + j] = _mm512_fmadd_ps(qv[r * vb + v], kv[v], acc[r * KB + j]);
-      }
+      for (int j = 0; j < KB; j++) QK_KEY(j, Q_REG);
     } else if (nk == KB) {
 #pragma GCC unroll 16
-      for (int j = 0; j < KB; j++) QK_KEY(j, d);
+      for (int j = 0; j < KB; j++) QK_KEY(j, Q_MEM);
     } else {
-      for (int j = 0; j < nk; j++) QK_KEY(j, d);
+      for (int j = 0; j < nk; j++) QK_KEY(j, Q_MEM);
     }
   }
 #undef QK_KEY
+#undef Q_MEM
+#undef Q_REG
   for (int d = dfull; d < D; d += 16) /* the tail, natural order */
     for (int j = 0; j < nk; j++) {
       const __m512 kv = widen16(advance(krows[c0 + j], dt, d), dt, D - d);
