@@ -55,10 +55,18 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
     if (strcmp(dot, "0") != 0 && strcmp(dot, "1") != 0) return RPA_INVALID_PARAMETER;
     bf16_dot = dot[0] == '1';
   }
+  /* RPA_DECODE_PREFETCH=0|1 overrides the CPU's choice of decode prefetch. */
+  const char *pf = getenv("RPA_DECODE_PREFETCH");
+  int prefetch_rows = rpa_cpu_features()->prefetch_rows;
+  if (pf && pf[0]) {
+    if (strcmp(pf, "0") != 0 && strcmp(pf, "1") != 0) return RPA_INVALID_PARAMETER;
+    prefetch_rows = pf[0] == '1';
+  }
 
   rpa_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return RPA_OUT_OF_MEMORY;
   ctx->bf16_dot = bf16_dot;
+  ctx->prefetch_rows = prefetch_rows;
   if (o.num_threads == 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o.num_threads = n > 0 ? (int)n : 1;
@@ -81,11 +89,14 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
     ctx->log = o.log != 0;
   }
   if (ctx->log)
-    fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)%s\n", backend->name,
+    fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)%s%s\n", backend->name,
             isa && isa[0] ? "forced" : "best for this CPU", ctx->num_threads,
             !backend->kernels || !backend->kernels->has_bf16_dot ? ""
             : ctx->bf16_dot ? ", bf16 prefill on vdpbf16ps"
-                            : ", bf16 prefill widened to f32 FMAs");
+                            : ", bf16 prefill widened to f32 FMAs",
+            !backend->kernels ? ""
+            : ctx->prefetch_rows ? ", decode prefetches whole rows"
+                                 : ", decode leaves long slots to the hardware prefetcher");
   *ctx_out = ctx;
   return RPA_OK;
 }

@@ -7,6 +7,7 @@ typedef struct rpa_cpu {
   int avx2_fma; /* AVX2 + FMA + F16C, OS saves YMM */
   int avx512;   /* AVX-512 F, BW, DQ, VL, VBMI, BF16; OS saves ZMM, opmasks */
   int bf16_dot_fast; /* vdpbf16ps outruns widening to f32 + FMA (see cpu.c) */
+  int prefetch_rows; /* decode prefetches whole K/V rows on every layout */
 } rpa_cpu;
 
 /* Detected once; thread-safe. */

@@ -57,6 +57,7 @@ typedef struct job {
   float kmul;           /* logit scale: sm_scale * k_scale * q_scale */
   int bf16_ok;          /* prefill may use the bf16 dot product */
   int hw_streams;       /* decode leaves K/V prefetch to the hardware */
+  int prefetch_rows;    /* decode prefetches whole rows (rpa_context) */
   size_t es;            /* cache element size */
   rpa_cascade cs;       /* shared prefixes (when a->num_shared > 0) */
 } job;
@@ -232,6 +233,7 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
   s.dtype = a->cache.dtype;
   s.ldo = jb->ldv;
   s.work = t->work;
+  s.next_whole = jb->prefetch_rows;
   const void *krow[MAXK], *vrow[MAXK], *kn[MAXK], *vn[MAXK];
   s.krows = krow;
   s.vrows = vrow;
@@ -379,6 +381,7 @@ static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
   s.vrows = vrow;
   s.knext = s.vnext = NULL;
   s.n_next = 0;
+  s.next_whole = 0;
   s.q = t->tq;
   s.m = t->tm;
   s.l = t->tl;
@@ -689,15 +692,19 @@ rpa_status rpa_engine_attention(rpa_context *ctx, const rpa_args *a,
                                ? a->cache.dtype != RPA_F32 && a->cache.dtype != RPA_F16
                                : a->q.dtype == RPA_BF16;
   jb.bf16_ok = ctx->bf16_dot && q_bf16_exact;
-  /* A slot whose heads' K rows lie side by side over 2 KiB or more, in rows
-     of 256 bytes or more, is read as long runs the hardware prefetcher
-     streams; software prefetches of the next tile then only compete with it
-     for fill buffers (measured on bf16 decode, combined layout: 56% of the
-     read bandwidth with them, 66% without). Shorter rows (fp8, small heads)
-     and scattered heads (HND, one KV head) keep them. */
+  /* Decode prefetch, by the context's choice for this CPU (cpu.c). With
+     prefetch_rows, the whole K and V rows of a later head step, on every
+     layout. Without it, the first line of each, and none where a slot's
+     heads' K rows lie side by side over 2 KiB or more in rows of 256 bytes
+     or more: the hardware prefetcher streams those runs, and software
+     prefetches only compete with it for fill buffers (measured on the Zen 5
+     host, bf16 decode, combined layout: 56% of the read bandwidth with them,
+     66% without). */
+  jb.prefetch_rows = ctx->prefetch_rows;
   {
     const int64_t hs = a->cache.k_head_stride, ss = a->cache.k_slot_stride;
-    jb.hw_streams = (int64_t)a->head_dim * (int64_t)jb.es >= 256 && hs < ss &&
+    jb.hw_streams = !jb.prefetch_rows &&
+                    (int64_t)a->head_dim * (int64_t)jb.es >= 256 && hs < ss &&
                     a->num_kv_heads * hs * (int64_t)jb.es >= 2048;
   }
 

@@ -96,6 +96,7 @@ struct rpa_context {
   int log;
   const rpa_backend *backend;
   int bf16_dot; /* prefill bf16 x bf16 on the bf16 dot product */
+  int prefetch_rows; /* decode: software prefetch of whole rows, every layout */
   void *scratch;
   size_t scratch_bytes;
   char error[RPA_ERROR_CAP];

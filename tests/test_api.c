@@ -40,6 +40,26 @@ static void context_options(void) {
       unsetenv("RPA_BF16_DOT");
     }
   }
+  { /* RPA_DECODE_PREFETCH takes 0 or 1 only */
+    const char *was = getenv("RPA_DECODE_PREFETCH");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("RPA_DECODE_PREFETCH", "2", 1);
+    ctx = (rpa_context *)1;
+    CHECK(rpa_context_create(NULL, &ctx) == RPA_INVALID_PARAMETER,
+          "RPA_DECODE_PREFETCH=2");
+    CHECK(ctx == NULL, "ctx_out cleared on failure");
+    for (int pf = 0; pf <= 1; pf++) {
+      setenv("RPA_DECODE_PREFETCH", pf ? "1" : "0", 1);
+      CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "RPA_DECODE_PREFETCH=%d", pf);
+      rpa_context_destroy(ctx);
+    }
+    if (saved) {
+      setenv("RPA_DECODE_PREFETCH", saved, 1);
+      free(saved);
+    } else {
+      unsetenv("RPA_DECODE_PREFETCH");
+    }
+  }
   CHECK(rpa_context_create(NULL, NULL) == RPA_NULL_POINTER, "NULL ctx_out");
   CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "defaults");
   CHECK(rpa_context_num_threads(ctx) >= 1, "default threads");

@@ -253,6 +253,7 @@ static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
       a.knext = (const void *const *)K.row + c + n;
       a.vnext = (const void *const *)V.row + c + n;
       a.n_next = nn;
+      a.next_whole = (c / step) & 1; /* both prefetch shapes */
       k->decode_step(&a);
     }
     k->decode_end(b.o, b.ldo, sc->rows, sc->Dv, sc->dt);

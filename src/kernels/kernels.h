@@ -70,9 +70,12 @@ typedef struct rpa_decode_step_args {
   float *o;        /* [rows][ldo], in the set's decode order */
   int ldo;
   /* The rows to fetch next (this tile's next head, or the next tile), to
-     prefetch while this step computes; n_next = 0: none. */
+     prefetch while this step computes; n_next = 0: none. next_whole: all of
+     each row, else its first line may do (the hardware's adjacent-line
+     prefetch fetches the rest); a set may always fetch whole rows. */
   const void *const *knext, *const *vnext;
   int n_next;
+  int next_whole;
   float *work;     /* the thread's workspace */
 } rpa_decode_step_args;
 
