@@ -48,7 +48,7 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
     backend = rpa_backend_best();
   }
 
-  /* RPA_BF16_DOT=0|1 overrides the CPU's choice of bf16 prefill arithmetic. */
+  /* RPA_BF16_DOT=0|1 overrides the CPU's choice of bf16 arithmetic. */
   const char *dot = getenv("RPA_BF16_DOT");
   int bf16_dot = rpa_cpu_features()->bf16_dot_fast;
   if (dot && dot[0]) {
@@ -92,8 +92,8 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
     fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)%s%s\n", backend->name,
             isa && isa[0] ? "forced" : "best for this CPU", ctx->num_threads,
             !backend->kernels || !backend->kernels->has_bf16_dot ? ""
-            : ctx->bf16_dot ? ", bf16 prefill on vdpbf16ps"
-                            : ", bf16 prefill widened to f32 FMAs",
+            : ctx->bf16_dot ? ", bf16 on vdpbf16ps"
+                            : ", bf16 widened to f32 FMAs",
             !backend->kernels ? ""
             : ctx->prefetch_rows ? ", decode prefetches whole rows"
                                  : ", decode leaves long slots to the hardware prefetcher");

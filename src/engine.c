@@ -55,7 +55,7 @@ typedef struct job {
   _Atomic int *pending; /* [slots] splits not yet finished */
   int ld, ldv, ldr;
   float kmul;           /* logit scale: sm_scale * k_scale * q_scale */
-  int bf16_ok;          /* prefill may use the bf16 dot product */
+  int bf16_ok;          /* the kernels may use the bf16 dot product */
   int hw_streams;       /* decode leaves K/V prefetch to the hardware */
   int prefetch_rows;    /* decode prefetches whole rows (rpa_context) */
   size_t es;            /* cache element size */
@@ -234,6 +234,7 @@ static void decode_walk(const job *jb, const rpa_work_item *w,
   s.ldo = jb->ldv;
   s.work = t->work;
   s.next_whole = jb->prefetch_rows;
+  s.bf16_ok = jb->bf16_ok;
   const void *krow[MAXK], *vrow[MAXK], *kn[MAXK], *vn[MAXK];
   s.krows = krow;
   s.vrows = vrow;
@@ -382,6 +383,7 @@ static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
   s.knext = s.vnext = NULL;
   s.n_next = 0;
   s.next_whole = 0;
+  s.bf16_ok = jb->bf16_ok;
   s.q = t->tq;
   s.m = t->tm;
   s.l = t->tl;
@@ -389,7 +391,7 @@ static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
   for (int32_t jj = w->j0; jj < w->j1; jj++) {
     const int r0 = (jj - w->j0) * G;
     memcpy(t->tq, t->q + (int64_t)r0 * ld, sizeof(float) * (size_t)G * ld);
-    k->decode_begin(t->tq, ld, G, a->head_dim, a->cache.dtype);
+    k->decode_begin(t->tq, ld, G, a->head_dim, a->cache.dtype, jb->bf16_ok);
     for (int g = 0; g < G; g++) {
       t->tm[g] = -INFINITY;
       t->tl[g] = 0.0f;
@@ -414,7 +416,7 @@ static void tree_walk(const job *jb, const rpa_work_item *w, thread_scratch *t,
         kr.n = 0;
       }
     }
-    k->decode_end(t->to, ldv, G, Dv, a->cache.dtype);
+    k->decode_end(t->to, ldv, G, Dv, a->cache.dtype, jb->bf16_ok);
     /* Merge (the NaN rule holds: a non-finite part leaves l or o so). */
     for (int g = 0; g < G; g++) {
       const int r = r0 + g;
@@ -646,9 +648,11 @@ static void run_item(void *arg, int index, int thread) {
   if (blocks) {
     decode_walk_blocks(jb, w, t, h0, h1);
   } else if (decode) {
-    jb->k->decode_begin(t->q, jb->ld, rows, jb->a->head_dim, jb->a->cache.dtype);
+    jb->k->decode_begin(t->q, jb->ld, rows, jb->a->head_dim, jb->a->cache.dtype,
+                        jb->bf16_ok);
     decode_walk(jb, w, t, h0, h1);
-    jb->k->decode_end(t->o, jb->ldv, rows, jb->info->head_dim_v, jb->a->cache.dtype);
+    jb->k->decode_end(t->o, jb->ldv, rows, jb->info->head_dim_v, jb->a->cache.dtype,
+                      jb->bf16_ok);
   } else {
     prefill_walk(jb, w, t);
   }

@@ -95,7 +95,7 @@ struct rpa_context {
   struct rpa_pool *pool; /* engine backends only */
   int log;
   const rpa_backend *backend;
-  int bf16_dot; /* prefill bf16 x bf16 on the bf16 dot product */
+  int bf16_dot; /* bf16 x bf16 on the bf16 dot product (RPA_BF16_DOT) */
   int prefetch_rows; /* decode: software prefetch of whole rows, every layout */
   void *scratch;
   size_t scratch_bytes;

@@ -220,15 +220,16 @@ static double tolerance(rpa_dtype dt, int bf16_dot) {
 
 static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
   char name[160];
-  snprintf(name, sizeof name, "%s decode rows=%d D=%d Dv=%d keys=%d %s cap=%g",
-           k->name, sc->rows, sc->D, sc->Dv, sc->nkeys, rpa_dtype_name(sc->dt),
-           (double)sc->cap);
+  snprintf(name, sizeof name,
+           "%s decode rows=%d D=%d Dv=%d keys=%d %s cap=%g bf16_ok=%d", k->name,
+           sc->rows, sc->D, sc->Dv, sc->nkeys, rpa_dtype_name(sc->dt),
+           (double)sc->cap, sc->bf16_ok);
   th_begin(name);
     rows K = make_rows(sc->nkeys, sc->D, sc->dt, 1.0);
     rows V = make_rows(sc->nkeys, sc->Dv, sc->dt, 1.0);
-    item_bufs b = make_item(sc, 0);
+    item_bufs b = make_item(sc, sc->bf16_ok);
     const float kmul = 0.3f;
-    k->decode_begin(b.q, b.ld, sc->rows, sc->D, sc->dt);
+    k->decode_begin(b.q, b.ld, sc->rows, sc->D, sc->dt, sc->bf16_ok);
     rpa_decode_step_args a;
     a.q = b.q;
     a.ld = b.ld;
@@ -243,6 +244,7 @@ static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
     a.o = b.o;
     a.ldo = b.ldo;
     a.work = b.work;
+    a.bf16_ok = sc->bf16_ok;
     const int step = k->decode_keys;
     for (int c = 0; c < sc->nkeys; c += step) {
       const int n = sc->nkeys - c < step ? sc->nkeys - c : step;
@@ -256,11 +258,11 @@ static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
       a.next_whole = (c / step) & 1; /* both prefetch shapes */
       k->decode_step(&a);
     }
-    k->decode_end(b.o, b.ldo, sc->rows, sc->Dv, sc->dt);
+    k->decode_end(b.o, b.ldo, sc->rows, sc->Dv, sc->dt, sc->bf16_ok);
     int bad_l;
     const double err = compare_rows(sc, &b, &K, &V, kmul, NULL, &bad_l);
     CHECK(!bad_l, "a row's sum is wrong");
-    CHECK(err <= tolerance(sc->dt, 0), "max error %g", err);
+    CHECK(err <= tolerance(sc->dt, sc->bf16_ok && k->has_bf16_dot), "max error %g", err);
     CHECK(item_guards_ok(&b), "a kernel wrote past a buffer");
     CHECK(rows_guard_ok(&K) && rows_guard_ok(&V), "a kernel wrote into K/V");
     free_item(&b);
@@ -373,6 +375,10 @@ static void test_steps(const rpa_kernels *k) {
         sc.rows = decode_rows[(di + t + ki) % 5];
         sc.cap = ki == 2 ? 5.0f : 0.0f;
         run_decode_case(k, &sc);
+        if (sc.dt == RPA_BF16) {
+          sc.bf16_ok = 1; /* q in bf16 values: the dot-product path */
+          run_decode_case(k, &sc);
+        }
       }
   /* prefill: tokens x G rows at the end of the keys; causal, window,
      non-causal; f32 and bf16 q (bf16_ok) */

@@ -76,6 +76,8 @@ typedef struct rpa_decode_step_args {
   const void *const *knext, *const *vnext;
   int n_next;
   int next_whole;
+  /* as rpa_prefill_item.bf16_ok, and as given to decode_begin */
+  int bf16_ok;
   float *work;     /* the thread's workspace */
 } rpa_decode_step_args;
 
@@ -94,7 +96,8 @@ typedef struct rpa_prefill_item {
   int causal;
   int32_t window;
   /* q holds bf16 values exactly and the context allows the bf16 dot
-     product (vdpbf16ps or a matrix unit) for bf16 K: a set may use it. */
+     product (vdpbf16ps or a matrix unit) for bf16 K and V: a set may use
+     it, with the softmax weights rounded to bf16 (docs/contract.md). */
   int bf16_ok;
 } rpa_prefill_item;
 
@@ -115,16 +118,20 @@ typedef struct rpa_kernels {
   const char *name;
   int decode_keys;  /* keys per decode step, <= RPA_MAX_STEP_KEYS */
   int prefill_keys; /* keys per prefill step, <= RPA_MAX_STEP_KEYS */
-  int has_bf16_dot; /* prefill honours rpa_prefill_item.bf16_ok */
+  int has_bf16_dot; /* prefill and decode honour bf16_ok */
   /* A decode token whose GQA group has at least this many query rows per
      KV head runs through prefill_begin/prefill_step instead (one block of
      the group's rows per KV head); 0: never. */
   int decode_block_rows;
-  /* q rows into the set's decode order (natural: nothing to do). */
-  void (*decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dtype);
+  /* q rows into the set's decode order (natural: nothing to do); bf16_ok
+     as in rpa_decode_step_args (the set may stage q as bf16 then). */
+  void (*decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dtype,
+                       int bf16_ok);
   void (*decode_step)(const rpa_decode_step_args *a);
-  /* o rows from the set's decode order back to natural order. */
-  void (*decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dtype);
+  /* o rows from the set's decode order back to natural order; bf16_ok as
+     given to decode_begin. */
+  void (*decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dtype,
+                     int bf16_ok);
   void (*prefill_begin)(const rpa_prefill_item *it);
   void (*prefill_step)(const rpa_prefill_step_args *a);
   /* dst[i] = widen(src[i]) for i < n (any dtype). */

@@ -403,13 +403,19 @@ void rpa_decode_step__avx2(const rpa_decode_step_args *a) {
   }
 }
 
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt);
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt) {
+void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
+                            int bf16_ok);
+void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
+                            int bf16_ok) {
+  (void)bf16_ok; /* no bf16 dot product in this set */
   decode_order(q, ld, rows, D, dt, 0);
 }
 
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt) {
+void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                          int bf16_ok);
+void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                          int bf16_ok) {
+  (void)bf16_ok;
   decode_order(o, ldo, rows, Dv, dt, 1);
   if (dt == RPA_FP8_E4M3) /* o accumulated p V / 256 (see E4M3_RAW) */
     for (int r = 0; r < rows; r++) scale_row8(o + (int64_t)r * ldo, Dv, 256.0f);

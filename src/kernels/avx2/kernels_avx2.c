@@ -80,9 +80,11 @@ void rpa_load_row__avx2(float *dst, const void *src, rpa_dtype dt, int n) {
 void rpa_scale__avx2(float *x, int n, float a);
 void rpa_scale__avx2(float *x, int n, float a) { scale_row8(x, n, a); }
 
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt);
+void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
+                            int bf16_ok);
 void rpa_decode_step__avx2(const rpa_decode_step_args *a);
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
+void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                          int bf16_ok);
 void rpa_prefill_begin__avx2(const rpa_prefill_item *it);
 void rpa_prefill_step__avx2(const rpa_prefill_step_args *a);
 

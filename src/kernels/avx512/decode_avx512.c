@@ -112,13 +112,37 @@ static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
 static ALWAYS_INLINE void decode_qk(const float *q, int ld,
                                     const void *const *krows, int c0, int n,
                                     int D, rpa_dtype dt, const fp8_lut *lut,
-                                    const int NR, const int KB, __m512 *part) {
+                                    const int NR, const int KB, const int DOT,
+                                    __m512 *part) {
   const int vb = block_vecs(dt), bd = 16 * vb;
   const int dfull = D / bd * bd;
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
   const int nk = n - c0 < KB ? n - c0 : KB;
+  if (DOT) {
+    /* bf16 q (staged as bf16 in natural order below dfull, decode_begin)
+       and bf16 K on vdpbf16ps: lane i of a 32-dim block adds the exact
+       products of dims 2i and 2i + 1, so K is used as loaded, with no
+       widening, and one instruction does what two FMAs do */
+    for (int d = 0; d < dfull; d += 32) {
+      __m512bh qv[4];
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; r++) {
+        qv[r] = (__m512bh)_mm512_loadu_si512((const uint16_t *)(q + (int64_t)r * ld) + d);
+        __asm__("" : "+v"(qv[r])); /* held in a register (see below) */
+      }
+#pragma GCC unroll 16
+      for (int j = 0; j < KB; j++) {
+        if (j >= nk) break;
+        const __m512bh kv =
+            (__m512bh)_mm512_loadu_si512((const uint16_t *)krows[c0 + j] + d);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++)
+          acc[r * KB + j] = _mm512_dpbf16_ps(acc[r * KB + j], qv[r], kv);
+      }
+    }
+  } else {
   /* acc[r][j] += q[r] . K[c0 + j] over the whole block at d; Q(r, v) is
      row r's vector v of the block, from memory (Q_MEM) or from registers
      (Q_REG) */
@@ -160,7 +184,8 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 #undef QK_KEY
 #undef Q_MEM
 #undef Q_REG
-  for (int d = dfull; d < D; d += 16) /* the tail, natural order */
+  }
+  for (int d = dfull; d < D; d += 16) /* the tail, natural order, f32 q */
     for (int j = 0; j < nk; j++) {
       const __m512 kv = widen16(advance(krows[c0 + j], dt, d), dt, D - d);
       for (int r = 0; r < NR; r++)
@@ -219,6 +244,60 @@ static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
   for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
 }
 
+/* P V on vdpbf16ps: o[RG rows][NB 32-dim blocks from d] += the key pairs
+   (c, c + 1) of pb[r] (bf16 weights, 32 keys per row) times V rows c and
+   c + 1 interleaved (unpacklo / unpackhi of the two rows: lane 4k + t of
+   the lo vector holds dim 8k + t of the block, of the hi vector dim
+   8k + 4 + t, the order decode_end takes back). An odd last key is paired
+   with a zero row at weight 0. */
+static ALWAYS_INLINE void decode_pv_dot_run(float *o, int ldo, const uint16_t *pb,
+                                            const void *const *vrows, int n,
+                                            int d, const int RG, const int NB) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < 2 * NB; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
+  for (int c = 0; c < n; c += 2) {
+    __m512bh vv[4];
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; b++) {
+      const __m512i x = _mm512_loadu_si512((const uint16_t *)vrows[c] + d + 32 * b);
+      const __m512i y = c + 1 < n
+                            ? _mm512_loadu_si512((const uint16_t *)vrows[c + 1] + d + 32 * b)
+                            : _mm512_setzero_si512();
+      vv[2 * b] = (__m512bh)_mm512_unpacklo_epi16(x, y);
+      vv[2 * b + 1] = (__m512bh)_mm512_unpackhi_epi16(x, y);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RG; r++) {
+      uint32_t pair;
+      memcpy(&pair, pb + r * 32 + c, sizeof pair);
+      const __m512bh pw = (__m512bh)_mm512_set1_epi32((int)pair);
+#pragma GCC unroll 4
+      for (int v = 0; v < 2 * NB; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pw, vv[v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < 2 * NB; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
+}
+
+/* o[RG rows] += P V over all of Dv, bf16 V: whole 32-dim blocks on
+   vdpbf16ps with the bf16 weights pb, the tail (natural order) with the f32
+   weights p. */
+static ALWAYS_INLINE void decode_pv_dot(float *o, int ldo, const uint16_t *pb,
+                                        const float *p, const void *const *vrows,
+                                        int n, int Dv, const fp8_lut *lut,
+                                        const int RG) {
+  const int dfull = Dv / 32 * 32;
+  int d = 0;
+  for (; d + 64 <= dfull; d += 64) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 2);
+  for (; d < dfull; d += 32) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 1);
+  for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, RPA_BF16, lut, RG, 1, 1);
+}
+
 /* One tile of n <= 32 keys for NR <= 4 query rows; p and part hold 32
    keys per row. */
 static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
@@ -228,9 +307,10 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
                                       float *l, float *o, int ldo,
                                       const void *const *knext,
                                       const void *const *vnext, int n_next,
-                                      int next_whole) {
+                                      int next_whole, const int DOT) {
   __attribute__((aligned(64))) __m512 part[4 * 32];
   __attribute__((aligned(64))) float p[4 * 32];
+  __attribute__((aligned(64))) uint16_t pb[4 * 32]; /* DOT: p as bf16 */
   const int es = (int)rpa_dtype_size(dt);
   fp8_lut lut;
   if (is_fp8(dt)) lut = fp8_lut_load(dt);
@@ -252,7 +332,7 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
       prefetch_row(krows, c + KB, n, D * es, _MM_HINT_T0);
       prefetch_row(vrows, c, n, Dv * es, _MM_HINT_T0);
     }
-    decode_qk(q, ld, krows, c0, n, D, dt, &lut, NR, KB, part);
+    decode_qk(q, ld, krows, c0, n, D, dt, &lut, NR, KB, DOT, part);
   }
   const int n1 = n - 16; /* keys in the second half */
   const __mmask16 valid0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
@@ -285,17 +365,23 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
     const __m512 mr = _mm512_set1_ps(m[r]);
     const __m512 e0 = exp_neg16(_mm512_sub_ps(s[0], mr));
     _mm512_store_ps(p + r * 32, e0);
-    __m512 sum = e0;
+    __m512 sum = e0, e1 = _mm512_setzero_ps();
     if (halves == 2) {
-      const __m512 e1 = exp_neg16(_mm512_sub_ps(s[1], mr));
+      e1 = exp_neg16(_mm512_sub_ps(s[1], mr));
       _mm512_store_ps(p + r * 32 + 16, e1);
       sum = _mm512_add_ps(sum, e1);
     }
+    /* the weights rounded to bf16 for vdpbf16ps (keys 0..31 in order) */
+    if (DOT) _mm512_store_si512(pb + r * 32, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     l[r] += _mm512_reduce_add_ps(_mm512_add_ps(sum, bad));
   }
   const int RG = NR < 4 ? NR : 4;
   for (int g = 0; g < NR; g += RG)
-    decode_pv(o + (int64_t)g * ldo, ldo, p + g * 32, vrows, n, Dv, dt, &lut, RG);
+    if (DOT)
+      decode_pv_dot(o + (int64_t)g * ldo, ldo, pb + g * 32, p + g * 32, vrows, n, Dv,
+                    &lut, RG);
+    else
+      decode_pv(o + (int64_t)g * ldo, ldo, p + g * 32, vrows, n, Dv, dt, &lut, RG);
 }
 
 static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
@@ -305,13 +391,13 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
                                          float *m, float *l, float *o, int ldo,
                                          const void *const *knext,
                                          const void *const *vnext, int n_next,
-                                         int next_whole) {
+                                         int next_whole, const int DOT) {
   int r = 0; /* the first row group prefetches the next tile */
 #define ROWS(NR)                                                              \
   for (; r + NR <= rows; r += NR, n_next = 0)                                 \
     decode_rows(q + (int64_t)r * ld, ld, kmul, NR, krows, vrows, n, D, Dv,    \
                 dt, cap, m + r, l + r, o + (int64_t)r * ldo, ldo, knext,      \
-                vnext, n_next, next_whole);
+                vnext, n_next, next_whole, DOT);
 
   ROWS(4)
   ROWS(2)
@@ -322,27 +408,72 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
 void rpa_decode_step__avx512(const rpa_decode_step_args *a);
 void rpa_decode_step__avx512(const rpa_decode_step_args *a) {
   switch (a->dtype) { /* one specialised copy per dtype */
+#define STEP(T, DOT)                                                          \
+  decode_step_dt(a->q, a->ld, a->rows, a->kmul, a->krows, a->vrows, a->n,     \
+                 a->D, a->Dv, T, a->cap, a->m, a->l, a->o, a->ldo, a->knext,  \
+                 a->vnext, a->n_next, a->next_whole, DOT)
 #define CASE(T)                                                               \
   case T:                                                                     \
-    decode_step_dt(a->q, a->ld, a->rows, a->kmul, a->krows, a->vrows, a->n,   \
-                   a->D, a->Dv, T, a->cap, a->m, a->l, a->o, a->ldo,          \
-                   a->knext, a->vnext, a->n_next, a->next_whole);             \
+    STEP(T, 0);                                                               \
     break;
+    case RPA_BF16:
+      if (a->bf16_ok)
+        STEP(RPA_BF16, 1);
+      else
+        STEP(RPA_BF16, 0);
+      break;
     CASE(RPA_F32)
-    CASE(RPA_BF16)
     CASE(RPA_F16)
     CASE(RPA_FP8_E4M3)
     CASE(RPA_FP8_E5M2)
 #undef CASE
+#undef STEP
   }
 }
 
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt);
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt) {
-  decode_order(q, ld, rows, D, dt, 0);
+void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
+                              int bf16_ok);
+void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
+                              int bf16_ok) {
+  if (!(bf16_ok && dt == RPA_BF16)) {
+    decode_order(q, ld, rows, D, dt, 0);
+    return;
+  }
+  /* the vdpbf16ps path: each row's dims below D / 32 * 32 as bf16, in
+     natural order, over the start of the row (16 values at a time, each
+     read before its bytes are written); the tail stays f32. q holds bf16
+     values, so keeping the high half of each f32 is exact. */
+  const int dfull = D / 32 * 32;
+  for (int r = 0; r < rows; r++) {
+    float *x = q + (int64_t)r * ld;
+    for (int d = 0; d < dfull; d += 16) {
+      const __m512i v = _mm512_castps_si512(_mm512_loadu_ps(x + d));
+      _mm256_storeu_si256((__m256i *)((uint16_t *)x + d),
+                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+    }
+  }
 }
 
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt) {
-  decode_order(o, ldo, rows, Dv, dt, 1);
+void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                            int bf16_ok);
+void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                            int bf16_ok) {
+  if (!(bf16_ok && dt == RPA_BF16)) {
+    decode_order(o, ldo, rows, Dv, dt, 1);
+    return;
+  }
+  /* the vdpbf16ps order of each whole 32-dim block (decode_pv_dot_run):
+     16-lane vectors lo, hi hold dims [0-3 | 8-11 | 16-19 | 24-27] and
+     [4-7 | 12-15 | 20-23 | 28-31]; natural order interleaves their 4-lane
+     chunks */
+  const __m512i i0 = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+  const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(8));
+  const int dfull = Dv / 32 * 32;
+  for (int r = 0; r < rows; r++)
+    for (int d = 0; d < dfull; d += 32) {
+      float *blk = o + (int64_t)r * ldo + d;
+      const __m512 lo = _mm512_loadu_ps(blk), hi = _mm512_loadu_ps(blk + 16);
+      _mm512_storeu_ps(blk, _mm512_permutex2var_ps(lo, i0, hi));
+      _mm512_storeu_ps(blk + 16, _mm512_permutex2var_ps(lo, i1, hi));
+    }
 }

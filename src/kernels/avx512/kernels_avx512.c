@@ -41,9 +41,11 @@ void rpa_scale__avx512(float *x, int n, float a);
 void rpa_scale__avx512(float *x, int n, float a) { scale_row(x, n, a); }
 
 /* The step kernels, in decode_avx512.c and prefill_avx512.c. */
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt);
+void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
+                              int bf16_ok);
 void rpa_decode_step__avx512(const rpa_decode_step_args *a);
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt);
+void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                            int bf16_ok);
 void rpa_prefill_begin__avx512(const rpa_prefill_item *it);
 void rpa_prefill_step__avx512(const rpa_prefill_step_args *a);
 

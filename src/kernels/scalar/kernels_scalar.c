@@ -188,9 +188,19 @@ static void prefetch_rows(const void *const *rows, int n, int64_t bytes) {
       __builtin_prefetch((const char *)rows[i] + b, 0, 2);
 }
 
-void KNAME(decode_order)(float *x, int ld, int rows, int n, rpa_dtype dt);
-void KNAME(decode_order)(float *x, int ld, int rows, int n, rpa_dtype dt) {
-  (void)x, (void)ld, (void)rows, (void)n, (void)dt; /* natural order */
+
+void KNAME(decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
+                         int bf16_ok);
+void KNAME(decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
+                         int bf16_ok) {
+  (void)q, (void)ld, (void)rows, (void)D, (void)dt, (void)bf16_ok; /* natural */
+}
+
+void KNAME(decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                       int bf16_ok);
+void KNAME(decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                       int bf16_ok) {
+  (void)o, (void)ldo, (void)rows, (void)Dv, (void)dt, (void)bf16_ok; /* natural */
 }
 
 void KNAME(decode_step)(const rpa_decode_step_args *a);
@@ -245,9 +255,9 @@ const rpa_kernels RPA_KTABLE = {
     .decode_keys = K,
     .prefill_keys = K,
     .has_bf16_dot = 0,
-    .decode_begin = KNAME(decode_order),
+    .decode_begin = KNAME(decode_begin),
     .decode_step = KNAME(decode_step),
-    .decode_end = KNAME(decode_order),
+    .decode_end = KNAME(decode_end),
     .prefill_begin = KNAME(prefill_begin),
     .prefill_step = KNAME(prefill_step),
     .load_row = KNAME(load_row),
