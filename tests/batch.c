@@ -351,10 +351,12 @@ double tb_tolerance(const tb_config *c) {
     case RPA_F16: tol = 2e-3; break;    /* 2^-11 */
     default: tol = 2e-4; break;         /* float32 sums over long rows */
   }
-  /* Fast kernels multiply bf16 q by bf16 K, and the softmax weights rounded
-     to bf16 by bf16 V, on vdpbf16ps (as upstream's reference rounds the
-     weights to the value dtype): each weight carries 2^-9 relative error. */
-  if (c->kv_dtype == RPA_BF16 && (c->q_dtype == RPA_BF16 || c->q_scale > 0.0f))
-    tol += 4e-3;
+  /* Fast kernels multiply bf16 q by bf16 (or fp8) K, and the softmax
+     weights rounded to bf16 by V, on vdpbf16ps (as upstream's reference
+     rounds the weights to the value dtype): each weight carries 2^-9
+     relative error. */
+  const int kv_bf16_exact = c->kv_dtype == RPA_BF16 || c->kv_dtype == RPA_FP8_E4M3 ||
+                            c->kv_dtype == RPA_FP8_E5M2;
+  if (kv_bf16_exact && (c->q_dtype == RPA_BF16 || c->q_scale > 0.0f)) tol += 4e-3;
   return tol;
 }

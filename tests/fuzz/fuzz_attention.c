@@ -1578,7 +1578,8 @@ static tols tolerances(const fz_case *z) {
   double logit = L * 0x1p-24 * (4.0 * sqrt((double)z->D) + 8.0);
   if (a->soft_cap > 0.0f) logit += 1e-5 * a->soft_cap;
   const int bf16_dot =
-      z->cd == RPA_BF16 && (z->qd == RPA_BF16 || a->q_scale > 0.0f);
+      (z->cd == RPA_BF16 || z->cd == RPA_FP8_E4M3 || z->cd == RPA_FP8_E5M2) &&
+      (z->qd == RPA_BF16 || a->q_scale > 0.0f);
   t.base = z->od == RPA_F32 ? 1e-3 : 2e-2;
   t.weight = 2.0 * logit + 2e-5 + (bf16_dot ? 4e-3 : 0.0);
   t.vmag = (double)a->v_scale * z->vmax;

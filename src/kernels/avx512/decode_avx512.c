@@ -13,7 +13,13 @@
    byte gather per 16 values). Dims past the last whole block, and f32 / f16
    rows, keep their order. q is put in this order before an item's first
    tile and o back after its last (decode_order); a dot product does not
-   care, and p V only permutes o. */
+   care, and p V only permutes o.
+
+   Where q holds bf16 values and the context allows it (bf16_ok), bf16 and
+   fp8 rows run on vdpbf16ps instead: q is staged as bf16 (natural order
+   for a bf16 cache, fp8_words order for fp8), K is used as loaded (bf16) or
+   as bf16 words (fp8), and P V pairs two keys' V rows against bf16 weight
+   pairs, which leaves o in an order of its own that decode_end takes back. */
 #include "math_avx512.h"
 
 /* Byte indices into (lo, hi) that build the f32 bits of values j, j+4,
@@ -50,6 +56,17 @@ static ALWAYS_INLINE void widen_block(const void *row, int d, rpa_dtype dt,
   } else {
     out[0] = widen_full(advance(row, dt, d), dt);
   }
+}
+
+/* 64 fp8 values as bf16 words, exactly: a holds values 16k + i and b
+   values 16k + 8 + i (k < 4, i < 8), at word 8k + i; the order q is staged
+   in for vdpbf16ps on an fp8 cache (decode_begin). */
+static ALWAYS_INLINE void fp8_words(const void *row, int d, const fp8_lut *lut,
+                                    __m512i *a, __m512i *b) {
+  __m512i lo, hi;
+  fp8_to_bf16_bytes(_mm512_loadu_si512((const uint8_t *)row + d), lut, &lo, &hi);
+  *a = _mm512_unpacklo_epi8(lo, hi);
+  *b = _mm512_unpackhi_epi8(lo, hi);
 }
 
 /* Rows of x between natural and blocked order (back: blocked -> natural):
@@ -120,7 +137,26 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 #pragma GCC unroll 16
   for (int i = 0; i < NR * KB; i++) acc[i] = _mm512_setzero_ps();
   const int nk = n - c0 < KB ? n - c0 : KB;
-  if (DOT) {
+  if (DOT && is_fp8(dt)) {
+    /* fp8 K on vdpbf16ps: each 64-dim block as two vectors of bf16 words
+       (fp8_words), against q staged in that order */
+    for (int d = 0; d < dfull; d += 64) {
+#pragma GCC unroll 16
+      for (int j = 0; j < KB; j++) {
+        if (j >= nk) break;
+        __m512i ka, kb;
+        fp8_words(krows[c0 + j], d, lut, &ka, &kb);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+          const uint16_t *qr = (const uint16_t *)(q + (int64_t)r * ld) + d;
+          acc[r * KB + j] = _mm512_dpbf16_ps(acc[r * KB + j], (__m512bh)ka,
+                                             (__m512bh)_mm512_loadu_si512(qr));
+          acc[r * KB + j] = _mm512_dpbf16_ps(acc[r * KB + j], (__m512bh)kb,
+                                             (__m512bh)_mm512_loadu_si512(qr + 32));
+        }
+      }
+    }
+  } else if (DOT) {
     /* bf16 q (staged as bf16 in natural order below dfull, decode_begin)
        and bf16 K on vdpbf16ps: lane i of a 32-dim block adds the exact
        products of dims 2i and 2i + 1, so K is used as loaded, with no
@@ -284,18 +320,58 @@ static ALWAYS_INLINE void decode_pv_dot_run(float *o, int ldo, const uint16_t *p
     for (int v = 0; v < 2 * NB; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
 }
 
-/* o[RG rows] += P V over all of Dv, bf16 V: whole 32-dim blocks on
-   vdpbf16ps with the bf16 weights pb, the tail (natural order) with the f32
-   weights p. */
+/* The same for fp8 V, one 64-dim block from d: the two keys' bf16 words
+   (fp8_words) interleaved, so vector v's lane 4k + t holds dim
+   16k + 4v + t of the block (decode_end takes it back). */
+static ALWAYS_INLINE void decode_pv_dot8_run(float *o, int ldo, const uint16_t *pb,
+                                             const void *const *vrows, int n,
+                                             int d, const fp8_lut *lut,
+                                             const int RG) {
+  __m512 acc[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
+  for (int c = 0; c < n; c += 2) {
+    __m512i xa, xb, ya = _mm512_setzero_si512(), yb = _mm512_setzero_si512();
+    fp8_words(vrows[c], d, lut, &xa, &xb);
+    if (c + 1 < n) fp8_words(vrows[c + 1], d, lut, &ya, &yb);
+    __m512bh vv[4];
+    vv[0] = (__m512bh)_mm512_unpacklo_epi16(xa, ya);
+    vv[1] = (__m512bh)_mm512_unpackhi_epi16(xa, ya);
+    vv[2] = (__m512bh)_mm512_unpacklo_epi16(xb, yb);
+    vv[3] = (__m512bh)_mm512_unpackhi_epi16(xb, yb);
+#pragma GCC unroll 4
+    for (int r = 0; r < RG; r++) {
+      uint32_t pair;
+      memcpy(&pair, pb + r * 32 + c, sizeof pair);
+      const __m512bh pw = (__m512bh)_mm512_set1_epi32((int)pair);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pw, vv[v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RG; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
+}
+
+/* o[RG rows] += P V over all of Dv on vdpbf16ps with the bf16 weights pb:
+   whole blocks (32 dims of bf16 V, 64 of fp8), then the tail (natural
+   order) with the f32 weights p. */
 static ALWAYS_INLINE void decode_pv_dot(float *o, int ldo, const uint16_t *pb,
                                         const float *p, const void *const *vrows,
-                                        int n, int Dv, const fp8_lut *lut,
-                                        const int RG) {
-  const int dfull = Dv / 32 * 32;
+                                        int n, int Dv, rpa_dtype dt,
+                                        const fp8_lut *lut, const int RG) {
   int d = 0;
-  for (; d + 64 <= dfull; d += 64) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 2);
-  for (; d < dfull; d += 32) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 1);
-  for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, RPA_BF16, lut, RG, 1, 1);
+  if (is_fp8(dt)) {
+    for (; d + 64 <= Dv; d += 64) decode_pv_dot8_run(o, ldo, pb, vrows, n, d, lut, RG);
+  } else {
+    const int dfull = Dv / 32 * 32;
+    for (; d + 64 <= dfull; d += 64) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 2);
+    for (; d < dfull; d += 32) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 1);
+  }
+  for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
 }
 
 /* One tile of n <= 32 keys for NR <= 4 query rows; p and part hold 32
@@ -379,7 +455,7 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   for (int g = 0; g < NR; g += RG)
     if (DOT)
       decode_pv_dot(o + (int64_t)g * ldo, ldo, pb + g * 32, p + g * 32, vrows, n, Dv,
-                    &lut, RG);
+                    dt, &lut, RG);
     else
       decode_pv(o + (int64_t)g * ldo, ldo, p + g * 32, vrows, n, Dv, dt, &lut, RG);
 }
@@ -422,10 +498,20 @@ void rpa_decode_step__avx512(const rpa_decode_step_args *a) {
       else
         STEP(RPA_BF16, 0);
       break;
+    case RPA_FP8_E4M3:
+      if (a->bf16_ok)
+        STEP(RPA_FP8_E4M3, 1);
+      else
+        STEP(RPA_FP8_E4M3, 0);
+      break;
+    case RPA_FP8_E5M2:
+      if (a->bf16_ok)
+        STEP(RPA_FP8_E5M2, 1);
+      else
+        STEP(RPA_FP8_E5M2, 0);
+      break;
     CASE(RPA_F32)
     CASE(RPA_F16)
-    CASE(RPA_FP8_E4M3)
-    CASE(RPA_FP8_E5M2)
 #undef CASE
 #undef STEP
   }
@@ -435,21 +521,35 @@ void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok);
 void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok) {
-  if (!(bf16_ok && dt == RPA_BF16)) {
+  if (!(bf16_ok && (dt == RPA_BF16 || is_fp8(dt)))) {
     decode_order(q, ld, rows, D, dt, 0);
     return;
   }
-  /* the vdpbf16ps path: each row's dims below D / 32 * 32 as bf16, in
-     natural order, over the start of the row (16 values at a time, each
-     read before its bytes are written); the tail stays f32. q holds bf16
-     values, so keeping the high half of each f32 is exact. */
-  const int dfull = D / 32 * 32;
+  /* the vdpbf16ps path: each row's dims below the last whole block (32 for
+     a bf16 cache, 64 for fp8) as bf16 over the start of the row, a block at
+     a time, each read before its bytes are written; the tail stays f32. q
+     holds bf16 values, so keeping the high half of each f32 is exact. bf16:
+     natural order; fp8: the order of fp8_words, [the low 8 dims of each 16 |
+     the high 8]. */
+  const int bd = dt == RPA_BF16 ? 32 : 64;
+  const int dfull = D / bd * bd;
   for (int r = 0; r < rows; r++) {
     float *x = q + (int64_t)r * ld;
-    for (int d = 0; d < dfull; d += 16) {
-      const __m512i v = _mm512_castps_si512(_mm512_loadu_ps(x + d));
-      _mm256_storeu_si256((__m256i *)((uint16_t *)x + d),
-                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+    uint16_t *w = (uint16_t *)x;
+    for (int d = 0; d < dfull; d += bd) {
+      __m256i h[4];
+      for (int k = 0; k < bd / 16; k++)
+        h[k] = _mm512_cvtepi32_epi16(
+            _mm512_srli_epi32(_mm512_castps_si512(_mm512_loadu_ps(x + d + 16 * k)), 16));
+      if (bd == 32) {
+        _mm256_storeu_si256((__m256i *)(w + d), h[0]);
+        _mm256_storeu_si256((__m256i *)(w + d + 16), h[1]);
+      } else {
+        for (int k = 0; k < 4; k++) {
+          _mm_storeu_si128((__m128i *)(w + d + 8 * k), _mm256_castsi256_si128(h[k]));
+          _mm_storeu_si128((__m128i *)(w + d + 32 + 8 * k), _mm256_extracti128_si256(h[k], 1));
+        }
+      }
     }
   }
 }
@@ -458,8 +558,28 @@ void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok);
 void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok) {
-  if (!(bf16_ok && dt == RPA_BF16)) {
+  if (!(bf16_ok && (dt == RPA_BF16 || is_fp8(dt)))) {
     decode_order(o, ldo, rows, Dv, dt, 1);
+    return;
+  }
+  if (is_fp8(dt)) {
+    /* decode_pv_dot8_run's order: vector v of a 64-dim block holds dims
+       16k + 4v + t at lane 4k + t; natural vector k takes 4-lane chunk k of
+       each v (a 4 x 4 transpose of 128-bit chunks) */
+    for (int r = 0; r < rows; r++)
+      for (int d = 0; d + 64 <= Dv; d += 64) {
+        float *blk = o + (int64_t)r * ldo + d;
+        const __m512 v0 = _mm512_loadu_ps(blk), v1 = _mm512_loadu_ps(blk + 16),
+                     v2 = _mm512_loadu_ps(blk + 32), v3 = _mm512_loadu_ps(blk + 48);
+        const __m512 t0 = _mm512_shuffle_f32x4(v0, v1, 0x44); /* v0.0 v0.1 v1.0 v1.1 */
+        const __m512 t1 = _mm512_shuffle_f32x4(v2, v3, 0x44);
+        const __m512 t2 = _mm512_shuffle_f32x4(v0, v1, 0xee); /* v0.2 v0.3 v1.2 v1.3 */
+        const __m512 t3 = _mm512_shuffle_f32x4(v2, v3, 0xee);
+        _mm512_storeu_ps(blk, _mm512_shuffle_f32x4(t0, t1, 0x88));
+        _mm512_storeu_ps(blk + 16, _mm512_shuffle_f32x4(t0, t1, 0xdd));
+        _mm512_storeu_ps(blk + 32, _mm512_shuffle_f32x4(t2, t3, 0x88));
+        _mm512_storeu_ps(blk + 48, _mm512_shuffle_f32x4(t2, t3, 0xdd));
+      }
     return;
   }
   /* the vdpbf16ps order of each whole 32-dim block (decode_pv_dot_run):
