@@ -18,15 +18,20 @@ def unit_roundoff(dtype):
     return float(ml_dtypes.finfo(dtype).eps) / 2
 
 
+def rounds_weights(q_dtype, kv_dtype, q_scale=False):
+    """Whether rpa may run these rows on vdpbf16ps, with the softmax weights
+    rounded to bf16 before they meet V (upstream's reference rounds them to
+    the value dtype too): q holds bf16 values (a bf16 q, or q quantized by
+    q_scale) and the cache is bf16, or fp8 (decode)."""
+    return (kv_dtype in (BF16, E4M3, E5M2) and
+            (q_dtype == BF16 or bool(q_scale)))
+
+
 def weights_slack(q_dtype, kv_dtype, vmax, q_scale=False):
-    """rpa's own rounding beyond float32: where q and the cache are bf16 (or
-    q_scale quantizes q to a bf16 cache), prefill rows run on vdpbf16ps with
-    the softmax weights rounded to bf16 before they meet V (upstream's
-    reference rounds them to the value dtype too). Each weight then carries
-    2^-9 relative error, so an output moves by at most 2^-9 * max|v|;
-    allowed twice that."""
-    if kv_dtype == ml_dtypes.bfloat16 and (
-            q_dtype == ml_dtypes.bfloat16 or q_scale):
+    """rpa's own rounding beyond float32 (rounds_weights): each weight then
+    carries 2^-9 relative error, so an output moves by at most
+    2^-9 * max|v|; allowed twice that."""
+    if rounds_weights(q_dtype, kv_dtype, q_scale):
         return 2.0 ** -8 * vmax
     return 0.0
 

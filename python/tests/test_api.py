@@ -19,7 +19,8 @@ import pytest
 
 import rpa
 from _batches import (BF16, E4M3, E5M2, F16, F32, IO_DTYPES, KV_DTYPES,
-                      Batch, bits, oracle, random_lengths, unit_roundoff)
+                      Batch, bits, oracle, random_lengths, rounds_weights,
+                      unit_roundoff)
 
 
 def check_close(out, ref, out_dtype, vmax, what="", weights_bf16=False):
@@ -56,7 +57,7 @@ def test_dtypes_against_oracle(rng, q_dtype, kv_dtype):
     assert (bits(cache) == bits(exp)).all()
     check_close(out[:b.num_tokens], oracle(b, exp, sm_scale=0.2), q_dtype,
                 vmax(b, exp), f"{q_dtype}/{kv_dtype}",
-                weights_bf16=q_dtype == BF16 and kv_dtype == BF16)
+                weights_bf16=rounds_weights(q_dtype, kv_dtype))
     assert (out[b.num_tokens:] == 0).all()  # padding rows
 
 
@@ -90,7 +91,7 @@ def test_features_against_oracle(rng, feature, kv_dtype):
     ref = oracle(b, cache, sm_scale=0.3, **kw)
     check_close(out[:b.num_tokens], ref, F32,
                 vmax(b, cache, kw.get("v_scale")), feature,
-                weights_bf16=kv_dtype == BF16 and "q_scale" in kw)
+                weights_bf16=rounds_weights(b.q_dtype, kv_dtype, "q_scale" in kw))
 
 
 @pytest.mark.parametrize("hq,hkv,d", [(8, 1, 64), (6, 3, 80), (4, 4, 128),
@@ -476,6 +477,6 @@ def test_every_kernel_set_against_oracle(rng, isa, kv_dtype):
     assert (bits(cache) == bits(b.expected_cache())).all()
     ref, ref_lse = oracle(b, cache, sm_scale=0.125, lse=True, **kw)
     check_close(out[:b.num_tokens], ref, BF16, vmax(b, cache, 1.1), isa,
-                weights_bf16=kv_dtype == BF16)
+                weights_bf16=rounds_weights(BF16, kv_dtype, True))
     np.testing.assert_allclose(lse[:b.num_tokens], ref_lse, rtol=1e-5,
                                atol=1e-4)

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rpa
-from _batches import BF16, E4M3, E5M2, F16, F32, Batch, bits, oracle
+from _batches import (BF16, E4M3, E5M2, F16, F32, Batch, bits, oracle,
+                      rounds_weights)
 from test_api import check_close, error_of, vmax
 
 ISAS = rpa.kernel_sets()
@@ -61,7 +62,8 @@ def test_random_batches_against_oracle(case):
     ref = oracle(b, cache, **kw)
     check_close(out[:b.num_tokens], ref, b.q_dtype, vmax(b, cache),
                 f"{isa} {b.q_dtype}/{b.kv_dtype} {kw}",
-                weights_bf16=b.q_dtype == BF16 and b.kv_dtype == BF16)
+                weights_bf16=rounds_weights(b.q_dtype, b.kv_dtype,
+                                            kw.get("q_scale")))
     assert (out[b.num_tokens:] == 0).all()
 
 
