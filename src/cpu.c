@@ -48,7 +48,9 @@ static rpa_cpu detect(void) {
      2 threads, combined layout 37 -> 26 ms, vLLM layout 49 -> 33 ms, Qwen
      28/4 heads 28 -> 23 ms. On the Zen 5 host measured before, the hardware
      alone streamed those slots faster (68% against 52% of the read
-     bandwidth); other CPUs keep that choice until measured. */
+     bandwidth), and on the Zen 3 host (avx2) software prefetch of the next
+     step made decode slower in every distance and hint tried; other CPUs
+     keep that choice until measured. */
   __cpuid(1, v0, v1, v2, v3);
   const unsigned int base = (v0 >> 8) & 0xf;
   const unsigned int family = base == 0xf ? base + ((v0 >> 20) & 0xff) : base;
