@@ -390,7 +390,8 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   const int es = (int)rpa_dtype_size(dt);
   fp8_lut lut;
   if (is_fp8(dt)) lut = fp8_lut_load(dt);
-  const int KB = 16 / NR; /* keys per QK block: NR x KB accumulators */
+  /* keys per QK block, a divisor of 32: NR x KB <= 16 accumulators */
+  const int KB = NR == 3 ? 4 : 16 / NR;
   const int halves = n > 16 ? 2 : 1;
   for (int c0 = 0; c0 < 16 * halves; c0 += KB) {
 #pragma GCC unroll 16
@@ -476,6 +477,7 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
                 vnext, n_next, next_whole, DOT);
 
   ROWS(4)
+  ROWS(3) /* groups of 3, 7, 11: one pass fewer over the tile than 2 + 1 */
   ROWS(2)
   ROWS(1)
 #undef ROWS
