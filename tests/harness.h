@@ -12,6 +12,29 @@
 static int th_passed, th_failed, th_case_failures;
 static const char *th_case_name = "";
 
+/* An environment variable as it was, put back by th_env_restore after a
+   test has set it. */
+typedef struct th_env {
+  const char *name;
+  char *was; /* NULL: it was not set */
+} th_env;
+
+static inline th_env th_env_save(const char *name) {
+  const char *v = getenv(name);
+  th_env e = {name, v ? strdup(v) : NULL};
+  return e;
+}
+
+static inline void th_env_restore(th_env *e) {
+  if (e->was) {
+    setenv(e->name, e->was, 1);
+    free(e->was);
+    e->was = NULL;
+  } else {
+    unsetenv(e->name);
+  }
+}
+
 /* Quick mode (RPA_TEST_QUICK=1) shrinks random sweeps for sanitizer and
    valgrind runs; every kind of case still runs. */
 static inline int th_quick(void) {

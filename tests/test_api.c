@@ -25,40 +25,24 @@ static void context_options(void) {
   o.isa = NULL;
   o.num_threads = -1;
   CHECK(rpa_context_create(&o, &ctx) == RPA_INVALID_PARAMETER, "threads < 0");
-  { /* RPA_BF16_DOT takes 0 or 1 only */
-    const char *was = getenv("RPA_BF16_DOT");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("RPA_BF16_DOT", "yes", 1);
-    CHECK(rpa_context_create(NULL, &ctx) == RPA_INVALID_PARAMETER, "RPA_BF16_DOT=yes");
-    setenv("RPA_BF16_DOT", "0", 1);
-    CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "RPA_BF16_DOT=0");
-    rpa_context_destroy(ctx);
-    if (saved) {
-      setenv("RPA_BF16_DOT", saved, 1);
-      free(saved);
-    } else {
-      unsetenv("RPA_BF16_DOT");
+  /* the environment overrides take 0 or 1 only */
+  static const char *const overrides[] = {"RPA_BF16_DOT", "RPA_DECODE_PREFETCH"};
+  for (int i = 0; i < 2; i++) {
+    th_env saved = th_env_save(overrides[i]);
+    static const char *const bad[] = {"yes", "2", " 1"};
+    for (int b = 0; b < 3; b++) {
+      setenv(overrides[i], bad[b], 1);
+      ctx = (rpa_context *)1;
+      CHECK(rpa_context_create(NULL, &ctx) == RPA_INVALID_PARAMETER, "%s=%s",
+            overrides[i], bad[b]);
+      CHECK(ctx == NULL, "ctx_out cleared on failure");
     }
-  }
-  { /* RPA_DECODE_PREFETCH takes 0 or 1 only */
-    const char *was = getenv("RPA_DECODE_PREFETCH");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("RPA_DECODE_PREFETCH", "2", 1);
-    ctx = (rpa_context *)1;
-    CHECK(rpa_context_create(NULL, &ctx) == RPA_INVALID_PARAMETER,
-          "RPA_DECODE_PREFETCH=2");
-    CHECK(ctx == NULL, "ctx_out cleared on failure");
-    for (int pf = 0; pf <= 1; pf++) {
-      setenv("RPA_DECODE_PREFETCH", pf ? "1" : "0", 1);
-      CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "RPA_DECODE_PREFETCH=%d", pf);
+    for (int v = 0; v <= 1; v++) {
+      setenv(overrides[i], v ? "1" : "0", 1);
+      CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "%s=%d", overrides[i], v);
       rpa_context_destroy(ctx);
     }
-    if (saved) {
-      setenv("RPA_DECODE_PREFETCH", saved, 1);
-      free(saved);
-    } else {
-      unsetenv("RPA_DECODE_PREFETCH");
-    }
+    th_env_restore(&saved);
   }
   CHECK(rpa_context_create(NULL, NULL) == RPA_NULL_POINTER, "NULL ctx_out");
   CHECK(rpa_context_create(NULL, &ctx) == RPA_OK, "defaults");

@@ -127,8 +127,7 @@ static void prefetch_invariance(rpa_dtype q, rpa_dtype kv) {
   CHECK(tb_make(&b, &c) == 0, "tb_make");
   const size_t bytes = out_row_bytes(&b) * (size_t)b.total_tokens;
   unsigned char *first = malloc(bytes);
-  const char *was = getenv("RPA_DECODE_PREFETCH");
-  char *saved = was ? strdup(was) : NULL;
+  th_env saved = th_env_save("RPA_DECODE_PREFETCH");
   for (int pf = 0; pf <= 1; pf++) {
     setenv("RPA_DECODE_PREFETCH", pf ? "1" : "0", 1);
     rpa_context *ctx = make_ctx(2);
@@ -143,12 +142,7 @@ static void prefetch_invariance(rpa_dtype q, rpa_dtype kv) {
             "RPA_DECODE_PREFETCH=1 output differs from =0");
     rpa_context_destroy(ctx);
   }
-  if (saved) {
-    setenv("RPA_DECODE_PREFETCH", saved, 1);
-    free(saved);
-  } else {
-    unsetenv("RPA_DECODE_PREFETCH");
-  }
+  th_env_restore(&saved);
   free(first);
   tb_free(&b);
 }

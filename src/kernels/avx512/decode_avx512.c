@@ -494,26 +494,19 @@ void rpa_decode_step__avx512(const rpa_decode_step_args *a) {
   case T:                                                                     \
     STEP(T, 0);                                                               \
     break;
-    case RPA_BF16:
-      if (a->bf16_ok)
-        STEP(RPA_BF16, 1);
-      else
-        STEP(RPA_BF16, 0);
-      break;
-    case RPA_FP8_E4M3:
-      if (a->bf16_ok)
-        STEP(RPA_FP8_E4M3, 1);
-      else
-        STEP(RPA_FP8_E4M3, 0);
-      break;
-    case RPA_FP8_E5M2:
-      if (a->bf16_ok)
-        STEP(RPA_FP8_E5M2, 1);
-      else
-        STEP(RPA_FP8_E5M2, 0);
-      break;
+#define CASE_DOT(T) /* and a copy on vdpbf16ps */                             \
+  case T:                                                                     \
+    if (a->bf16_ok)                                                           \
+      STEP(T, 1);                                                             \
+    else                                                                      \
+      STEP(T, 0);                                                             \
+    break;
     CASE(RPA_F32)
+    CASE_DOT(RPA_BF16)
     CASE(RPA_F16)
+    CASE_DOT(RPA_FP8_E4M3)
+    CASE_DOT(RPA_FP8_E5M2)
+#undef CASE_DOT
 #undef CASE
 #undef STEP
   }
