@@ -512,11 +512,16 @@ void rpa_decode_step__avx512(const rpa_decode_step_args *a) {
   }
 }
 
+/* Does an item of these rows run on vdpbf16ps (decode_step's CASE_DOT)? */
+static int on_dot(rpa_dtype dt, int bf16_ok) {
+  return bf16_ok && (dt == RPA_BF16 || is_fp8(dt));
+}
+
 void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok);
 void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok) {
-  if (!(bf16_ok && (dt == RPA_BF16 || is_fp8(dt)))) {
+  if (!on_dot(dt, bf16_ok)) {
     decode_order(q, ld, rows, D, dt, 0);
     return;
   }
@@ -553,7 +558,7 @@ void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok);
 void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok) {
-  if (!(bf16_ok && (dt == RPA_BF16 || is_fp8(dt)))) {
+  if (!on_dot(dt, bf16_ok)) {
     decode_order(o, ldo, rows, Dv, dt, 1);
     return;
   }
