@@ -32,6 +32,16 @@ rpa_context_options rpa_context_options_default(void) {
   return o;
 }
 
+/* A 0|1 environment override: *flag keeps its value where name is unset
+   or empty; 0 for anything but "0" or "1". */
+static int env_flag(const char *name, int *flag) {
+  const char *v = getenv(name);
+  if (!v || !v[0]) return 1;
+  if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0) return 0;
+  *flag = v[0] == '1';
+  return 1;
+}
+
 rpa_status rpa_context_create(const rpa_context_options *opts,
                               rpa_context **ctx_out) {
   if (!ctx_out) return RPA_NULL_POINTER;
@@ -48,20 +58,13 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
     backend = rpa_backend_best();
   }
 
-  /* RPA_BF16_DOT=0|1 overrides the CPU's choice of bf16 arithmetic. */
-  const char *dot = getenv("RPA_BF16_DOT");
+  /* RPA_BF16_DOT=0|1 and RPA_DECODE_PREFETCH=0|1 override the CPU's choice
+     of bf16 arithmetic and of decode prefetch. */
   int bf16_dot = rpa_cpu_features()->bf16_dot_fast;
-  if (dot && dot[0]) {
-    if (strcmp(dot, "0") != 0 && strcmp(dot, "1") != 0) return RPA_INVALID_PARAMETER;
-    bf16_dot = dot[0] == '1';
-  }
-  /* RPA_DECODE_PREFETCH=0|1 overrides the CPU's choice of decode prefetch. */
-  const char *pf = getenv("RPA_DECODE_PREFETCH");
   int prefetch_rows = rpa_cpu_features()->prefetch_rows;
-  if (pf && pf[0]) {
-    if (strcmp(pf, "0") != 0 && strcmp(pf, "1") != 0) return RPA_INVALID_PARAMETER;
-    prefetch_rows = pf[0] == '1';
-  }
+  if (!env_flag("RPA_BF16_DOT", &bf16_dot) ||
+      !env_flag("RPA_DECODE_PREFETCH", &prefetch_rows))
+    return RPA_INVALID_PARAMETER;
 
   rpa_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return RPA_OUT_OF_MEMORY;

@@ -280,30 +280,40 @@ static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
   for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
 }
 
-/* P V on vdpbf16ps: o[RG rows][NB 32-dim blocks from d] += the key pairs
+/* P V on vdpbf16ps: o[RG rows][NV vectors from d] += the key pairs
    (c, c + 1) of pb[r] (bf16 weights, 32 keys per row) times V rows c and
-   c + 1 interleaved (unpacklo / unpackhi of the two rows: lane 4k + t of
-   the lo vector holds dim 8k + t of the block, of the hi vector dim
-   8k + 4 + t, the order decode_end takes back). An odd last key is paired
-   with a zero row at weight 0. */
+   c + 1 interleaved (unpacklo / unpackhi of the two rows' bf16 words), in
+   an order decode_end takes back: for bf16 V (NV = 2 per 32-dim block),
+   lane 4k + t of the lo vector holds dim 8k + t of the block, of the hi
+   vector dim 8k + 4 + t; for fp8 V (NV = 4, one 64-dim block of
+   fp8_words), vector v's lane 4k + t holds dim 16k + 4v + t. An odd last
+   key is paired with a zero row at weight 0. */
 static ALWAYS_INLINE void decode_pv_dot_run(float *o, int ldo, const uint16_t *pb,
                                             const void *const *vrows, int n,
-                                            int d, const int RG, const int NB) {
+                                            int d, rpa_dtype dt, const fp8_lut *lut,
+                                            const int RG, const int NV) {
   __m512 acc[4][4];
 #pragma GCC unroll 4
   for (int r = 0; r < RG; r++)
 #pragma GCC unroll 4
-    for (int v = 0; v < 2 * NB; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
   for (int c = 0; c < n; c += 2) {
+    __m512i x[2], y[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    if (is_fp8(dt)) {
+      fp8_words(vrows[c], d, lut, &x[0], &x[1]);
+      if (c + 1 < n) fp8_words(vrows[c + 1], d, lut, &y[0], &y[1]);
+    } else {
+#pragma GCC unroll 2
+      for (int b = 0; b < NV / 2; b++) {
+        x[b] = _mm512_loadu_si512((const uint16_t *)vrows[c] + d + 32 * b);
+        if (c + 1 < n) y[b] = _mm512_loadu_si512((const uint16_t *)vrows[c + 1] + d + 32 * b);
+      }
+    }
     __m512bh vv[4];
 #pragma GCC unroll 2
-    for (int b = 0; b < NB; b++) {
-      const __m512i x = _mm512_loadu_si512((const uint16_t *)vrows[c] + d + 32 * b);
-      const __m512i y = c + 1 < n
-                            ? _mm512_loadu_si512((const uint16_t *)vrows[c + 1] + d + 32 * b)
-                            : _mm512_setzero_si512();
-      vv[2 * b] = (__m512bh)_mm512_unpacklo_epi16(x, y);
-      vv[2 * b + 1] = (__m512bh)_mm512_unpackhi_epi16(x, y);
+    for (int b = 0; b < NV / 2; b++) {
+      vv[2 * b] = (__m512bh)_mm512_unpacklo_epi16(x[b], y[b]);
+      vv[2 * b + 1] = (__m512bh)_mm512_unpackhi_epi16(x[b], y[b]);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < RG; r++) {
@@ -311,49 +321,13 @@ static ALWAYS_INLINE void decode_pv_dot_run(float *o, int ldo, const uint16_t *p
       memcpy(&pair, pb + r * 32 + c, sizeof pair);
       const __m512bh pw = (__m512bh)_mm512_set1_epi32((int)pair);
 #pragma GCC unroll 4
-      for (int v = 0; v < 2 * NB; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pw, vv[v]);
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pw, vv[v]);
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < RG; r++)
 #pragma GCC unroll 4
-    for (int v = 0; v < 2 * NB; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
-}
-
-/* The same for fp8 V, one 64-dim block from d: the two keys' bf16 words
-   (fp8_words) interleaved, so vector v's lane 4k + t holds dim
-   16k + 4v + t of the block (decode_end takes it back). */
-static ALWAYS_INLINE void decode_pv_dot8_run(float *o, int ldo, const uint16_t *pb,
-                                             const void *const *vrows, int n,
-                                             int d, const fp8_lut *lut,
-                                             const int RG) {
-  __m512 acc[4][4];
-#pragma GCC unroll 4
-  for (int r = 0; r < RG; r++)
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
-  for (int c = 0; c < n; c += 2) {
-    __m512i xa, xb, ya = _mm512_setzero_si512(), yb = _mm512_setzero_si512();
-    fp8_words(vrows[c], d, lut, &xa, &xb);
-    if (c + 1 < n) fp8_words(vrows[c + 1], d, lut, &ya, &yb);
-    __m512bh vv[4];
-    vv[0] = (__m512bh)_mm512_unpacklo_epi16(xa, ya);
-    vv[1] = (__m512bh)_mm512_unpackhi_epi16(xa, ya);
-    vv[2] = (__m512bh)_mm512_unpacklo_epi16(xb, yb);
-    vv[3] = (__m512bh)_mm512_unpackhi_epi16(xb, yb);
-#pragma GCC unroll 4
-    for (int r = 0; r < RG; r++) {
-      uint32_t pair;
-      memcpy(&pair, pb + r * 32 + c, sizeof pair);
-      const __m512bh pw = (__m512bh)_mm512_set1_epi32((int)pair);
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pw, vv[v]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < RG; r++)
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; v++) _mm512_storeu_ps(o + (int64_t)r * ldo + d + 16 * v, acc[r][v]);
 }
 
 /* o[RG rows] += P V over all of Dv on vdpbf16ps with the bf16 weights pb:
@@ -365,11 +339,11 @@ static ALWAYS_INLINE void decode_pv_dot(float *o, int ldo, const uint16_t *pb,
                                         const fp8_lut *lut, const int RG) {
   int d = 0;
   if (is_fp8(dt)) {
-    for (; d + 64 <= Dv; d += 64) decode_pv_dot8_run(o, ldo, pb, vrows, n, d, lut, RG);
+    for (; d + 64 <= Dv; d += 64) decode_pv_dot_run(o, ldo, pb, vrows, n, d, dt, lut, RG, 4);
   } else {
     const int dfull = Dv / 32 * 32;
-    for (; d + 64 <= dfull; d += 64) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 2);
-    for (; d < dfull; d += 32) decode_pv_dot_run(o, ldo, pb, vrows, n, d, RG, 1);
+    for (; d + 64 <= dfull; d += 64) decode_pv_dot_run(o, ldo, pb, vrows, n, d, dt, lut, RG, 4);
+    for (; d < dfull; d += 32) decode_pv_dot_run(o, ldo, pb, vrows, n, d, dt, lut, RG, 2);
   }
   for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
 }
@@ -563,7 +537,7 @@ void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
     return;
   }
   if (is_fp8(dt)) {
-    /* decode_pv_dot8_run's order: vector v of a 64-dim block holds dims
+    /* decode_pv_dot_run's fp8 order: vector v of a 64-dim block holds dims
        16k + 4v + t at lane 4k + t; natural vector k takes 4-lane chunk k of
        each v (a 4 x 4 transpose of 128-bit chunks) */
     for (int r = 0; r < rows; r++)
