@@ -56,9 +56,10 @@ static void random_case(uint64_t seed, int kind, int32_t *q_lens,
   c->seed = seed;
   c->layout = (tb_layout)(tb_rand(&rng) % TB_LAYOUT_COUNT);
   c->head_dim = PICK(&rng, head_dims);
-  /* 16 and 20: decode of a large group runs through the prefill step on
-     some sets (rpa_kernels.decode_block_rows) */
-  static const int32_t groups[] = {1, 4, 8, 2, 16, 20};
+  /* 16, 20 and 64: decode of a large group runs through the prefill step
+     on some sets (rpa_kernels.decode_block_rows: avx2 from 16, avx512 from
+     64) */
+  static const int32_t groups[] = {1, 4, 8, 2, 16, 20, 64};
   if (c->layout == TB_LATENT) {
     c->num_kv_heads = 1;
     c->num_q_heads = tb_range(&rng, 1, 24); /* MLA: groups of up to 24 */
