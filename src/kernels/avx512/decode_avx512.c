@@ -69,6 +69,18 @@ static ALWAYS_INLINE void fp8_words(const void *row, int d, const fp8_lut *lut,
   *b = _mm512_unpackhi_epi8(lo, hi);
 }
 
+/* 64 dims of a bf16 or fp8 row from d as two vectors of bf16 words: bf16
+   as loaded, fp8 in fp8_words order (the vdpbf16ps operands of QK and P V). */
+static ALWAYS_INLINE void dot_words64(const void *row, int d, rpa_dtype dt,
+                                      const fp8_lut *lut, __m512i *a, __m512i *b) {
+  if (is_fp8(dt)) {
+    fp8_words(row, d, lut, a, b);
+  } else {
+    *a = _mm512_loadu_si512((const uint16_t *)row + d);
+    *b = _mm512_loadu_si512((const uint16_t *)row + d + 32);
+  }
+}
+
 /* Rows of x between natural and blocked order (back: blocked -> natural):
    blocked element 16 v + lane of a block is natural element vb * lane + v. */
 static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
@@ -285,12 +297,7 @@ static ALWAYS_INLINE void decode_qk_qreg(const float *q, int ld,
 #pragma GCC unroll 4
     for (int b = 0; b < DB; b += 2) {
       __m512i k0, k1;
-      if (is_fp8(dt)) {
-        fp8_words(krows[c], 32 * b, lut, &k0, &k1);
-      } else {
-        k0 = _mm512_loadu_si512((const uint16_t *)krows[c] + 32 * b);
-        k1 = _mm512_loadu_si512((const uint16_t *)krows[c] + 32 * b + 32);
-      }
+      dot_words64(krows[c], 32 * b, dt, lut, &k0, &k1);
 #pragma GCC unroll 4
       for (int r = 0; r < NR; r++) {
         a[r] = _mm512_dpbf16_ps(a[r], qv[r * DB + b], (__m512bh)k0);
@@ -370,15 +377,12 @@ static ALWAYS_INLINE void decode_pv_dot_run(float *o, int ldo, const uint16_t *p
     for (int v = 0; v < NV; v++) acc[r][v] = _mm512_loadu_ps(o + (int64_t)r * ldo + d + 16 * v);
   for (int c = 0; c < n; c += 2) {
     __m512i x[2], y[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-    if (is_fp8(dt)) {
-      fp8_words(vrows[c], d, lut, &x[0], &x[1]);
-      if (c + 1 < n) fp8_words(vrows[c + 1], d, lut, &y[0], &y[1]);
-    } else {
-#pragma GCC unroll 2
-      for (int b = 0; b < NV / 2; b++) {
-        x[b] = _mm512_loadu_si512((const uint16_t *)vrows[c] + d + 32 * b);
-        if (c + 1 < n) y[b] = _mm512_loadu_si512((const uint16_t *)vrows[c + 1] + d + 32 * b);
-      }
+    if (NV == 4) {
+      dot_words64(vrows[c], d, dt, lut, &x[0], &x[1]);
+      if (c + 1 < n) dot_words64(vrows[c + 1], d, dt, lut, &y[0], &y[1]);
+    } else { /* one 32-dim block of bf16 V */
+      x[0] = _mm512_loadu_si512((const uint16_t *)vrows[c] + d);
+      if (c + 1 < n) y[0] = _mm512_loadu_si512((const uint16_t *)vrows[c + 1] + d);
     }
     __m512bh vv[4];
 #pragma GCC unroll 2
