@@ -366,7 +366,7 @@ static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
   decode_pv(o, ldo, p, vrows, n, Dv, dt, NR);
 }
 
-static ALWAYS_INLINE void decode_step_dt(const rpa_decode_step_args *a,
+static ALWAYS_INLINE void decode_step_dt(const rpa_rows_args *a,
                                          rpa_dtype dt) {
   const void *const *knext = a->knext, *const *vnext = a->vnext;
   int n_next = a->n_next;
@@ -386,8 +386,8 @@ static ALWAYS_INLINE void decode_step_dt(const rpa_decode_step_args *a,
 #undef ROWS
 }
 
-void rpa_decode_step__avx2(const rpa_decode_step_args *a);
-void rpa_decode_step__avx2(const rpa_decode_step_args *a) {
+void rpa_rows_step__avx2(const rpa_rows_args *a);
+void rpa_rows_step__avx2(const rpa_rows_args *a) {
   if (a->n <= 0) return;
   switch (a->dtype) { /* one specialised copy per dtype */
     case RPA_F32: decode_step_dt(a, RPA_F32); break;
@@ -403,17 +403,17 @@ void rpa_decode_step__avx2(const rpa_decode_step_args *a) {
   }
 }
 
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
                             int bf16_ok);
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
                             int bf16_ok) {
   (void)bf16_ok; /* no bf16 dot product in this set */
   decode_order(q, ld, rows, D, dt, 0);
 }
 
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                           int bf16_ok);
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                           int bf16_ok) {
   (void)bf16_ok;
   decode_order(o, ldo, rows, Dv, dt, 1);

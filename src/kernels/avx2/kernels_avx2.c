@@ -80,25 +80,25 @@ void rpa_load_row__avx2(float *dst, const void *src, rpa_dtype dt, int n) {
 void rpa_scale__avx2(float *x, int n, float a);
 void rpa_scale__avx2(float *x, int n, float a) { scale_row8(x, n, a); }
 
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
                             int bf16_ok);
-void rpa_decode_step__avx2(const rpa_decode_step_args *a);
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_step__avx2(const rpa_rows_args *a);
+void rpa_rows_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                           int bf16_ok);
-void rpa_prefill_begin__avx2(const rpa_prefill_item *it);
-void rpa_prefill_step__avx2(const rpa_prefill_step_args *a);
+void rpa_block_begin__avx2(const rpa_block *it);
+void rpa_block_step__avx2(const rpa_block_args *a);
 
 const rpa_kernels rpa_kernels_avx2 = {
     .name = "avx2",
-    .decode_keys = RPA_AVX2_DECODE_KEYS,
-    .prefill_keys = RPA_AVX2_PREFILL_KEYS,
+    .rows_keys = RPA_AVX2_DECODE_KEYS,
+    .block_keys = RPA_AVX2_PREFILL_KEYS,
     .has_bf16_dot = 0,
-    .decode_block_rows = RPA_AVX2_DECODE_BLOCK_ROWS,
-    .decode_begin = rpa_decode_begin__avx2,
-    .decode_step = rpa_decode_step__avx2,
-    .decode_end = rpa_decode_end__avx2,
-    .prefill_begin = rpa_prefill_begin__avx2,
-    .prefill_step = rpa_prefill_step__avx2,
+    .rows_block_min = RPA_AVX2_DECODE_BLOCK_ROWS,
+    .rows_begin = rpa_rows_begin__avx2,
+    .rows_step = rpa_rows_step__avx2,
+    .rows_end = rpa_rows_end__avx2,
+    .block_begin = rpa_block_begin__avx2,
+    .block_step = rpa_block_step__avx2,
     .load_row = rpa_load_row__avx2,
     .store_row = rpa_store_row__avx2,
     .scale = rpa_scale__avx2,

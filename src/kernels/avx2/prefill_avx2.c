@@ -193,7 +193,7 @@ static ALWAYS_INLINE void softmax_rows(float *st, int ldr, int j, int rows,
   }
 }
 
-static void step(const rpa_prefill_item *it, const rpa_prefill_step_args *a) {
+static void step(const rpa_block *it, const rpa_block_args *a) {
   const int ldr = it->ldr, rows = it->rows, D = it->D, Dv = it->Dv;
   const int ldk = it->ld, ldo = a->ldo, n = a->n;
   const rpa_dtype dt = it->dtype;
@@ -260,8 +260,8 @@ static ALWAYS_INLINE void transpose8(__m256 *r) {
   r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-void rpa_prefill_begin__avx2(const rpa_prefill_item *it);
-void rpa_prefill_begin__avx2(const rpa_prefill_item *it) {
+void rpa_block_begin__avx2(const rpa_block *it);
+void rpa_block_begin__avx2(const rpa_block *it) {
   /* qt[d][r] = q[r][d] * kmul for d < D, zero for rows past it->rows; q
      rows are zero from D to ld (a multiple of 16), so whole 8 x 8 blocks
      read nothing past a row */
@@ -280,8 +280,8 @@ void rpa_prefill_begin__avx2(const rpa_prefill_item *it) {
     }
 }
 
-void rpa_prefill_step__avx2(const rpa_prefill_step_args *a);
-void rpa_prefill_step__avx2(const rpa_prefill_step_args *a) {
+void rpa_block_step__avx2(const rpa_block_args *a);
+void rpa_block_step__avx2(const rpa_block_args *a) {
   if (a->n <= 0) return;
-  step(a->item, a);
+  step(a->block, a);
 }

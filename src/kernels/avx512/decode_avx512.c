@@ -529,8 +529,8 @@ static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
 #undef ROWS
 }
 
-void rpa_decode_step__avx512(const rpa_decode_step_args *a);
-void rpa_decode_step__avx512(const rpa_decode_step_args *a) {
+void rpa_rows_step__avx512(const rpa_rows_args *a);
+void rpa_rows_step__avx512(const rpa_rows_args *a) {
   switch (a->dtype) { /* one specialised copy per dtype */
 #define STEP(T, DOT)                                                          \
   decode_step_dt(a->q, a->ld, a->rows, a->kmul, a->krows, a->vrows, a->n,     \
@@ -563,9 +563,9 @@ static int on_dot(rpa_dtype dt, int bf16_ok) {
   return bf16_ok && (dt == RPA_BF16 || is_fp8(dt));
 }
 
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok);
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok) {
   if (!on_dot(dt, bf16_ok)) {
     decode_order(q, ld, rows, D, dt, 0);
@@ -600,9 +600,9 @@ void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
   }
 }
 
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok);
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok) {
   if (!on_dot(dt, bf16_ok)) {
     decode_order(o, ldo, rows, Dv, dt, 1);

@@ -41,27 +41,27 @@ void rpa_scale__avx512(float *x, int n, float a);
 void rpa_scale__avx512(float *x, int n, float a) { scale_row(x, n, a); }
 
 /* The step kernels, in decode_avx512.c and prefill_avx512.c. */
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok);
-void rpa_decode_step__avx512(const rpa_decode_step_args *a);
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_step__avx512(const rpa_rows_args *a);
+void rpa_rows_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok);
-void rpa_prefill_begin__avx512(const rpa_prefill_item *it);
-void rpa_prefill_step__avx512(const rpa_prefill_step_args *a);
+void rpa_block_begin__avx512(const rpa_block *it);
+void rpa_block_step__avx512(const rpa_block_args *a);
 
 const rpa_kernels rpa_kernels_avx512 = {
     .name = "avx512",
-    .decode_keys = 32,
-    .prefill_keys = 32,
+    .rows_keys = 32,
+    .block_keys = 32,
     .has_bf16_dot = 1,
     /* Measured on the Zen 4 (bf16, 2 threads): groups of 64 and 71 rows
        run 1.2x faster as prefill blocks, 16 and 32 rows 1.6-2.6x slower. */
-    .decode_block_rows = 64,
-    .decode_begin = rpa_decode_begin__avx512,
-    .decode_step = rpa_decode_step__avx512,
-    .decode_end = rpa_decode_end__avx512,
-    .prefill_begin = rpa_prefill_begin__avx512,
-    .prefill_step = rpa_prefill_step__avx512,
+    .rows_block_min = 64,
+    .rows_begin = rpa_rows_begin__avx512,
+    .rows_step = rpa_rows_step__avx512,
+    .rows_end = rpa_rows_end__avx512,
+    .block_begin = rpa_block_begin__avx512,
+    .block_step = rpa_block_step__avx512,
     .load_row = rpa_load_row__avx512,
     .store_row = rpa_store_row__avx512,
     .scale = rpa_scale__avx512,

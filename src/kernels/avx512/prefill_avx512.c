@@ -4,7 +4,7 @@
    K tile needs no transpose (keys are broadcast from a widened row-major
    copy), and the online softmax is vertical: a row's max, sum and rescale
    are lane-wise, with no horizontal reduction at all. With the bf16 dot
-   product allowed (rpa_prefill_item.bf16_ok) and bf16 K, both products run
+   product allowed (rpa_block.bf16_ok) and bf16 K, both products run
    on vdpbf16ps: q staged as bf16 pairs, V packed into key pairs per step,
    the softmax weights rounded to bf16. */
 #include "math_avx512.h"
@@ -373,19 +373,19 @@ static void step(const float *qt, int pairs, float mul, int ldr,
 
 /* The bf16 dot product serves when q holds bf16 values exactly, K is bf16
    and dims pair up. */
-static int use_pairs(const rpa_prefill_item *it) {
+static int use_pairs(const rpa_block *it) {
   return it->bf16_ok && it->dtype == RPA_BF16 && it->D % 2 == 0;
 }
 
-void rpa_prefill_begin__avx512(const rpa_prefill_item *it);
-void rpa_prefill_begin__avx512(const rpa_prefill_item *it) {
+void rpa_block_begin__avx512(const rpa_block *it);
+void rpa_block_begin__avx512(const rpa_block *it) {
   stage_queries(it->qs, it->ldr, it->q, it->ld, it->rows, it->D, it->kmul,
                 use_pairs(it));
 }
 
-void rpa_prefill_step__avx512(const rpa_prefill_step_args *a);
-void rpa_prefill_step__avx512(const rpa_prefill_step_args *a) {
-  const rpa_prefill_item *it = a->item;
+void rpa_block_step__avx512(const rpa_block_args *a);
+void rpa_block_step__avx512(const rpa_block_args *a) {
+  const rpa_block *it = a->block;
   const int ldk = it->ld, ldo = a->ldo;
   float *kbuf = a->work;                   /* [32][ld] */
   float *vbuf = kbuf + 32 * (size_t)ldk;   /* [32][ldo] */

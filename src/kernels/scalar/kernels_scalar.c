@@ -127,7 +127,7 @@ static float exp_row(float *p, const float *s, float m) {
 static void tile_step(const float *q, int ld, int R, float kmul, float cap,
                       const void *const *krows, const void *const *vrows,
                       int n, int D, int Dv, rpa_dtype dt,
-                      const rpa_prefill_item *it, int64_t c, int full,
+                      const rpa_block *it, int64_t c, int full,
                       float *m, float *l, float *o, int ldo, float *work) {
   float *kt = work;                        /* [D][16] */
   float *v = kt + (size_t)K * ld;          /* [16][ldo] */
@@ -189,22 +189,22 @@ static void prefetch_rows(const void *const *rows, int n, int64_t bytes) {
 }
 
 
-void KNAME(decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
+void KNAME(rows_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
                          int bf16_ok);
-void KNAME(decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
+void KNAME(rows_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
                          int bf16_ok) {
   (void)q, (void)ld, (void)rows, (void)D, (void)dt, (void)bf16_ok; /* natural */
 }
 
-void KNAME(decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void KNAME(rows_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                        int bf16_ok);
-void KNAME(decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void KNAME(rows_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                        int bf16_ok) {
   (void)o, (void)ldo, (void)rows, (void)Dv, (void)dt, (void)bf16_ok; /* natural */
 }
 
-void KNAME(decode_step)(const rpa_decode_step_args *a);
-void KNAME(decode_step)(const rpa_decode_step_args *a) {
+void KNAME(rows_step)(const rpa_rows_args *a);
+void KNAME(rows_step)(const rpa_rows_args *a) {
   const int64_t es = (int64_t)rpa_dtype_size(a->dtype);
   prefetch_rows(a->knext, a->n_next, a->D * es);
   prefetch_rows(a->vnext, a->n_next, a->Dv * es);
@@ -213,14 +213,14 @@ void KNAME(decode_step)(const rpa_decode_step_args *a) {
             a->work);
 }
 
-void KNAME(prefill_begin)(const rpa_prefill_item *it);
-void KNAME(prefill_begin)(const rpa_prefill_item *it) {
+void KNAME(block_begin)(const rpa_block *it);
+void KNAME(block_begin)(const rpa_block *it) {
   (void)it; /* steps read the natural rows */
 }
 
-void KNAME(prefill_step)(const rpa_prefill_step_args *a);
-void KNAME(prefill_step)(const rpa_prefill_step_args *a) {
-  const rpa_prefill_item *it = a->item;
+void KNAME(block_step)(const rpa_block_args *a);
+void KNAME(block_step)(const rpa_block_args *a) {
+  const rpa_block *it = a->block;
   tile_step(it->q, it->ld, it->rows, it->kmul, it->cap, a->krows, a->vrows,
             a->n, it->D, it->Dv, it->dtype, it, a->c, a->full, a->m, a->l,
             a->o, a->ldo, a->work);
@@ -252,14 +252,14 @@ void KNAME(load_row)(float *dst, const void *src, rpa_dtype dt, int n) {
 
 const rpa_kernels RPA_KTABLE = {
     .name = RPA_KLABEL,
-    .decode_keys = K,
-    .prefill_keys = K,
+    .rows_keys = K,
+    .block_keys = K,
     .has_bf16_dot = 0,
-    .decode_begin = KNAME(decode_begin),
-    .decode_step = KNAME(decode_step),
-    .decode_end = KNAME(decode_end),
-    .prefill_begin = KNAME(prefill_begin),
-    .prefill_step = KNAME(prefill_step),
+    .rows_begin = KNAME(rows_begin),
+    .rows_step = KNAME(rows_step),
+    .rows_end = KNAME(rows_end),
+    .block_begin = KNAME(block_begin),
+    .block_step = KNAME(block_step),
     .load_row = KNAME(load_row),
     .store_row = KNAME(store_row),
     .scale = KNAME(scale),
