@@ -542,7 +542,8 @@ def _spare_heads(rows, packing, hkv):
     A single row past the padding holds no head: it is left alone."""
     if 2 * hkv > rows:
         return -1
-    return max(rows - -(-2 * hkv // packing) * packing, 0) // 2
+    padded = -(-2 * hkv // packing) * packing  # 2*hkv rounded up
+    return max(rows - padded, 0) // 2
 
 
 def _check_combined_rows(rows, packing, hkv, source):
@@ -610,8 +611,8 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     2h+1) or upstream's 5-D [num_pages, page_size, 2*Hkv // packing, packing,
     Dc]; Hkv is keys' head count. Upstream's padding, rows past 2*Hkv up to
     a multiple of the packing (2 for 16-bit, 4 for 8-bit dtypes) and lanes
-    past D (Dc >= D), is left alone; a cache with more rows than that (more
-    heads than keys) raises ValueError. kv_lens [max_num_seqs], page_indices
+    past D (Dc >= D), is left alone; rows for more heads than keys past
+    that padding raise ValueError. kv_lens [max_num_seqs], page_indices
     [max_num_seqs * pages_per_seq], cu_q_lens [max_num_seqs + 1],
     distribution [3] (decode_end, prefill_end, mixed_end) or None; only the
     first distribution[2] sequences are computed.
