@@ -75,7 +75,8 @@ static void usage(void) {
       "                      <|im_end|>, <|endoftext|> (any control token of\n"
       "                      the vocabulary) written literally are their ids,\n"
       "                      and <|id:N|> is token N; with --raw, a whole\n"
-      "                      conversation can be written\n"
+      "                      conversation can be written. Completions show\n"
+      "                      the control tokens generated (<|im_end|>)\n"
       "  --max-tokens N      tokens to generate per request (default 64)\n"
       "  --ignore-eos        EOS does not end a request: each generates\n"
       "                      exactly --max-tokens (unless the context ends)\n"
@@ -402,7 +403,8 @@ static int run_model(const options *o, const gguf_file *gf,
       .max_tokens = o->max_tokens, .chunk = o->chunk,
       .context = o->context && o->context < m.ctx_len ? o->context : m.ctx_len,
       .temperature = o->temperature, .top_p = o->top_p, .seed = o->seed,
-      .ignore_eos = o->ignore_eos, .progress = !o->quiet,
+      .ignore_eos = o->ignore_eos, .special = o->format.special,
+      .progress = !o->quiet,
       .dump_first = o->dump_first};
   if (bm_init(&bm, o->pages, o->page_size, o->shuffle_pages, o->seed) != 0) {
     fprintf(stderr, "rpa-generate: out of memory\n");

@@ -83,8 +83,8 @@ void report_print(FILE *f, const request *reqs, int n, int quiet,
   fprintf(f, "  pages: peak %d of %d (page size %d)\n", fg->peak_pages,
           fg->num_pages, fg->page_size);
   fprintf(f, "total: %ld tokens generated in %.2f s, %.1f tokens/s (%d "
-          "requests, the model load not counted)\n", st->generated_tokens,
-          st->run_s, fg->generated_tps, n);
+          "request%s, the model load not counted)\n", st->generated_tokens,
+          st->run_s, fg->generated_tps, n, n == 1 ? "" : "s");
 }
 
 void report_json(FILE *f, const request *reqs, int n, const run_figures *fg) {

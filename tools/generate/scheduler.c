@@ -210,7 +210,8 @@ static int append_token(request *r, const tokenizer *tk, int32_t tok,
                         const sched_config *cfg) {
   char piece[256];
   if (tokenizer_push_id(&r->ids, &r->n_ids, &r->cap_ids, tok) != 0) return -1;
-  size_t pl = tokenizer_decode_token(tk, tok, piece, sizeof piece);
+  size_t pl = tokenizer_decode_token(tk, tok, cfg->special, piece,
+                                     sizeof piece);
   char *c = realloc(r->completion, r->completion_len + pl + 1);
   if (!c) return -1;
   r->completion = c;

@@ -42,6 +42,7 @@ typedef struct sched_config {
   double temperature, top_p;
   uint64_t seed;
   int ignore_eos; /* EOS does not end a request: it runs to max_tokens */
+  int special;    /* control tokens show in a completion as written */
   int progress;   /* a progress line on stderr after every step */
   FILE *dump;     /* every sampled row's logits, or NULL */
   int32_t dump_first; /* dump only requests 0 .. dump_first-1 (0: all) */

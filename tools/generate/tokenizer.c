@@ -390,10 +390,15 @@ int64_t tokenizer_encode(const tokenizer *tk, const char *text, size_t len,
   return *n;
 }
 
-size_t tokenizer_decode_token(const tokenizer *tk, int32_t id, char *buf,
-                              size_t bufcap) {
-  if (id < 0 || id >= tk->n_vocab || tk->token_type[id] == 3) return 0;
+size_t tokenizer_decode_token(const tokenizer *tk, int32_t id, int special,
+                              char *buf, size_t bufcap) {
+  if (id < 0 || id >= tk->n_vocab) return 0;
   gguf_str t = tk->tokens[id];
+  if (tk->token_type[id] == 3) {
+    const size_t n = special ? (t.len < bufcap ? t.len : bufcap) : 0;
+    memcpy(buf, t.ptr, n);
+    return n;
+  }
   const uint8_t *p = (const uint8_t *)t.ptr;
   size_t i = 0, o = 0;
   while (i < t.len && o < bufcap) {

@@ -44,9 +44,10 @@ int64_t tokenizer_encode(const tokenizer *tk, const char *text, size_t len,
                          size_t errlen);
 /* Appends one id to *ids (growing it): 0, or -1 when out of memory. */
 int tokenizer_push_id(int32_t **ids, int64_t *n, int64_t *cap, int32_t id);
-/* The bytes of one token, appended to buf (control tokens give nothing).
-   Returns the number of bytes written (at most bufcap). */
-size_t tokenizer_decode_token(const tokenizer *tk, int32_t id, char *buf,
-                              size_t bufcap);
+/* The bytes of one token, written to buf: control tokens give nothing,
+   or with special their text as written ("<|im_end|>"). Returns the number
+   of bytes written (at most bufcap). */
+size_t tokenizer_decode_token(const tokenizer *tk, int32_t id, int special,
+                              char *buf, size_t bufcap);
 
 #endif
