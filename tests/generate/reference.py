@@ -5,6 +5,7 @@ one sequence at a time, in float64, with no paging and no batching.
 RoPE rotates adjacent pairs (x[2i], x[2i+1]): llama.cpp's GGUF conversion
 permutes the Q/K rows of a Hugging Face Llama checkpoint for that layout
 (its "normal" RoPE mode)."""
+import functools
 import importlib.util
 import os
 
@@ -29,8 +30,10 @@ def _field(reader, key):
     return f.parts[f.data[0]]
 
 
+@functools.lru_cache(maxsize=None)
 def tokenizer_data(path):
-    """(tokens, merges, token types) from the file's metadata."""
+    """(tokens, merges, token types) from the file's metadata (read once:
+    the tests build several tokenizers from it)."""
     import gguf
     r = gguf.GGUFReader(path)
     def strings(key):

@@ -144,13 +144,20 @@ static void add_prompt(options *o, const char *text, size_t len,
   o->n_prompts++;
 }
 
-static void read_prompts_file(options *o, const char *path) {
+/* The file, opened to read; exits with a message naming what it is when
+   it cannot be. */
+static FILE *open_input(const char *path, const char *what) {
   FILE *f = fopen(path, "rb");
   if (!f) {
-    fprintf(stderr, "rpa-generate: cannot open prompts file '%s': %s\n", path,
+    fprintf(stderr, "rpa-generate: cannot open %s '%s': %s\n", what, path,
             strerror(errno));
     exit(2);
   }
+  return f;
+}
+
+static void read_prompts_file(options *o, const char *path) {
+  FILE *f = open_input(path, "prompts file");
   char *line = NULL;
   size_t cap = 0;
   long n;
@@ -186,12 +193,7 @@ static void read_prompts_file(options *o, const char *path) {
    conversation written with --raw --special ends with the assistant's
    "<|im_start|>assistant\n", its last newline included). */
 static void read_prompt_file(options *o, const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "rpa-generate: cannot open prompt file '%s': %s\n", path,
-            strerror(errno));
-    exit(2);
-  }
+  FILE *f = open_input(path, "prompt file");
   char *text = NULL;
   size_t len = 0, cap = 0, got;
   do {
@@ -304,12 +306,15 @@ static int json_close(FILE *f, const char *path) {
   return 0;
 }
 
-/* --inspect: the file's metadata and tensor infos. */
-static int inspect(const options *o, const gguf_file *gf) {
-  FILE *f = json_open(o->json_path);
+/* The JSON-only modes, to --json FILE or stdout: --inspect (gf given, the
+   file's metadata and tensor infos) or --tokenize (the prompts' ids). */
+static int write_json_mode(const char *path, const gguf_file *gf,
+                           const request *reqs, int n) {
+  FILE *f = json_open(path);
   if (!f) return 2;
-  report_inspect(f, gf);
-  return json_close(f, o->json_path);
+  if (gf) report_inspect(f, gf);
+  else report_prompt_ids(f, reqs, n);
+  return json_close(f, path);
 }
 
 /* --dump-tensor NAME FILE: one tensor, dequantized to float32. */
@@ -363,14 +368,6 @@ static int make_requests(const options *o, const tokenizer *tk,
     }
   }
   return 0;
-}
-
-/* --tokenize: the prompts' ids alone. */
-static int write_prompt_ids(const options *o, const request *reqs) {
-  FILE *f = json_open(o->json_path);
-  if (!f) return 2;
-  report_prompt_ids(f, reqs, o->n_prompts);
-  return json_close(f, o->json_path);
 }
 
 /* Loads the model and runs every request through the scheduler, then
@@ -490,7 +487,7 @@ int main(int argc, char **argv) {
   int rc;
   tokenizer tk;
   if (o.inspect) {
-    rc = inspect(&o, &gf);
+    rc = write_json_mode(o.json_path, &gf, NULL, 0);
   } else if (o.dump_tensor) {
     rc = dump_tensor(&gf, o.dump_tensor, o.dump_tensor_path);
   } else if (tokenizer_init(&tk, &gf, err, sizeof err) != 0) {
@@ -500,7 +497,7 @@ int main(int argc, char **argv) {
     request *reqs = NULL;
     rc = make_requests(&o, &tk, &reqs);
     if (rc == 0)
-      rc = o.tokenize_only ? write_prompt_ids(&o, reqs)
+      rc = o.tokenize_only ? write_json_mode(o.json_path, NULL, reqs, o.n_prompts)
                            : run_model(&o, &gf, &tk, reqs);
     for (int i = 0; i < o.n_prompts; i++) request_free(&reqs[i]);
     free(reqs);
