@@ -224,16 +224,68 @@ static int append_token(request *r, const tokenizer *tk, int32_t tok,
   return 0;
 }
 
+/* After the step's forward pass: counts it, moves each sequence on by the
+   tokens it ran (a prefill that reached its prompt's end now decodes). */
+static void account_step(request *reqs, const step_buffers *b,
+                         const step_shape *sh, double dt, sched_stats *st) {
+  st->steps++;
+  if (sh->n_prefill_seqs > 0) {
+    st->prefill_step_s += dt;
+    if (sh->n_decode_seqs > 0) st->mixed_steps++;
+  } else {
+    st->decode_only_s += dt;
+    st->decode_only_tokens += sh->T;
+  }
+  for (int32_t s = 0; s < sh->ns; s++) {
+    request *r = &reqs[b->req[s]];
+    if (r->state == REQ_PREFILL) st->prefill_tokens += b->qlen[s];
+    else st->decode_tokens += b->qlen[s];
+    r->n_computed += b->qlen[s];
+    if (r->state == REQ_PREFILL && r->n_computed == r->n_prompt)
+      r->state = REQ_DECODE;
+  }
+}
+
+/* Samples a token from each logits row of the step (dumping the row if
+   asked) and gives it to its request; a request that ends gives its pages
+   back. Returns how many ended, or -1 when out of memory. */
+static int sample_rows(request *reqs, const step_buffers *b,
+                       const step_shape *sh, const sched_config *cfg,
+                       block_manager *bm, const tokenizer *tk, int32_t n_vocab,
+                       sched_stats *st) {
+  int ended = 0;
+  for (int32_t k = 0; k < sh->np; k++) {
+    request *r = &reqs[b->lreq[k]];
+    const float *row = b->logits + (size_t)k * n_vocab;
+    int32_t tok = sample(row, n_vocab, cfg->temperature, cfg->top_p, &r->rng,
+                         b->scratch);
+    if (cfg->dump && (cfg->dump_first == 0 || r->index < cfg->dump_first)) {
+      int32_t hdr[4] = {r->index, (int32_t)(r->n_ids - r->n_prompt), tok,
+                        n_vocab};
+      fwrite(hdr, sizeof hdr, 1, cfg->dump);
+      fwrite(row, sizeof(float), (size_t)n_vocab, cfg->dump);
+    }
+    if (append_token(r, tk, tok, cfg) != 0) return -1;
+    st->generated_tokens++;
+    if (r->finish) {
+      r->state = REQ_DONE;
+      bm_release(bm, &r->pages, r->reserved_pages);
+      r->reserved_pages = 0;
+      ended++;
+    }
+  }
+  return ended;
+}
+
 /* ---- the loop ------------------------------------------------------------- */
 
 int sched_run(request *reqs, int n, const sched_config *cfg,
               block_manager *bm, forward_ctx *fc, const tokenizer *tk,
               sched_stats *st, char *err, size_t errlen) {
-  const int S = n;
   const int32_t n_vocab = fc->m->n_vocab;
   memset(st, 0, sizeof *st);
   step_buffers b;
-  if (buffers_init(&b, reqs, S, cfg->chunk, n_vocab) != 0) {
+  if (buffers_init(&b, reqs, n, cfg->chunk, n_vocab) != 0) {
     snprintf(err, errlen, "out of memory");
     return 2;
   }
@@ -241,10 +293,10 @@ int sched_run(request *reqs, int n, const sched_config *cfg,
   int n_admitted = 0, n_done = 0, next_wait = 0;
   int32_t step = 0;
   const double t_run = now_s();
-  while (n_done < S) {
+  while (n_done < n) {
     /* Admission, first come first served: a request waits until the pages
        it may need (prompt + max tokens) are not promised to others. */
-    while (next_wait < S && reqs[next_wait].arrival <= step &&
+    while (next_wait < n && reqs[next_wait].arrival <= step &&
            bm_try_reserve(bm, reqs[next_wait].reserved_pages)) {
       request *r = &reqs[next_wait++];
       r->state = REQ_PREFILL;
@@ -258,7 +310,7 @@ int sched_run(request *reqs, int n, const sched_config *cfg,
       break;
     }
     if (sh.ns == 0) {
-      if (next_wait < S && reqs[next_wait].arrival > step) {
+      if (next_wait < n && reqs[next_wait].arrival > step) {
         step = reqs[next_wait].arrival; /* idle until the next arrival */
         continue;
       }
@@ -275,54 +327,20 @@ int sched_run(request *reqs, int n, const sched_config *cfg,
       rc = 3;
       break;
     }
-    const double dt = now_s() - ts;
-    st->steps++;
-    if (sh.n_prefill_seqs > 0) {
-      st->prefill_step_s += dt;
-      if (sh.n_decode_seqs > 0) st->mixed_steps++;
-    } else {
-      st->decode_only_s += dt;
-      st->decode_only_tokens += sh.T;
+    account_step(reqs, &b, &sh, now_s() - ts, st);
+    const int ended = sample_rows(reqs, &b, &sh, cfg, bm, tk, n_vocab, st);
+    if (ended < 0) {
+      snprintf(err, errlen, "out of memory");
+      rc = 2;
+      break;
     }
-    for (int32_t s = 0; s < sh.ns; s++) {
-      request *r = &reqs[b.req[s]];
-      if (r->state == REQ_PREFILL) st->prefill_tokens += b.qlen[s];
-      else st->decode_tokens += b.qlen[s];
-      r->n_computed += b.qlen[s];
-      if (r->state == REQ_PREFILL && r->n_computed == r->n_prompt)
-        r->state = REQ_DECODE;
-    }
-    for (int32_t k = 0; k < sh.np; k++) {
-      request *r = &reqs[b.lreq[k]];
-      const float *row = b.logits + (size_t)k * n_vocab;
-      int32_t tok = sample(row, n_vocab, cfg->temperature, cfg->top_p,
-                           &r->rng, b.scratch);
-      if (cfg->dump && (cfg->dump_first == 0 || r->index < cfg->dump_first)) {
-        int32_t hdr[4] = {r->index, (int32_t)(r->n_ids - r->n_prompt), tok,
-                          n_vocab};
-        fwrite(hdr, sizeof hdr, 1, cfg->dump);
-        fwrite(row, sizeof(float), (size_t)n_vocab, cfg->dump);
-      }
-      if (append_token(r, tk, tok, cfg) != 0) {
-        snprintf(err, errlen, "out of memory");
-        rc = 2;
-        break;
-      }
-      st->generated_tokens++;
-      if (r->finish) {
-        r->state = REQ_DONE;
-        bm_release(bm, &r->pages, r->reserved_pages);
-        r->reserved_pages = 0;
-        n_done++;
-      }
-    }
-    if (rc != 0) break;
+    n_done += ended;
     step++;
     if (cfg->progress) {
       fprintf(stderr, "\rstep %d: batch %d tokens (%d decode, %d prefill "
               "seqs), running %d, waiting %d, done %d/%d, pages %d/%d   ",
               step, sh.T, sh.n_decode_seqs, sh.n_prefill_seqs,
-              n_admitted - n_done, S - n_admitted, n_done, S,
+              n_admitted - n_done, n - n_admitted, n_done, n,
               bm->num_pages - bm->n_free, bm->num_pages);
       fflush(stderr);
     }
