@@ -81,7 +81,12 @@ check(all((new_cache[slot(s, p)][0::2] == k[t]).all() and
 worst = max(np.abs(reference(new_cache, s, t, n, p) -
                    out[t, n].astype(np.float64)).max()
             for s, t, p in new_rows for n in range(Hq))
-check(worst < 1e-2, f"every output row against float64: max |diff| {worst:.1e}")
+# Rounding: the bf16 output (2^-9 relative) and, where avx512 runs bf16 on
+# vdpbf16ps, the softmax weights rounded to bf16 (2^-8 * max|v|).
+vmax = max(np.abs(prefix[:, :, 1::2].astype(np.float32)).max(),
+           np.abs(v.astype(np.float32)).max())
+check(worst < 2 ** -7 * vmax,
+      f"every output row against float64: max |diff| {worst:.1e}")
 
 # inplace=True writes into the cache given and returns it: no copy. This is
 # what an engine wants in its serving loop.

@@ -219,10 +219,12 @@ python_stage() {
     "$venv/bin/python" -P -m pytest -q -p no:cacheprovider python/tests 2>&1)
   rc=$?
   add_pytest pytest "$out" "$rc"
-  # The examples, run as the README shows them, with the package just
-  # installed (a few seconds).
+  # The examples and the README's Python code, run as the README shows
+  # them, with the package just installed (a few seconds).
   run_example "python_numpy.py" "$venv/bin/python" examples/python_numpy.py
   run_example "jax_decode.py" env JAX_PLATFORMS=cpu "$venv/bin/python" examples/jax_decode.py
+  run_example "README.md's Python snippet" "$venv/bin/python" -c \
+    "$(awk '/^```python$/ { on = 1; next } /^```$/ { on = 0 } on' README.md)"
 }
 
 # Reliability: ThreadSanitizer (clang) and allocation faults (the gcc
