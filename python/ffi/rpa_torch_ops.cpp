@@ -94,6 +94,8 @@ const char *status_name(rpa_status st) {
 // Seconds the last rpa_attention call of this thread took (two clock reads
 // around it): lets a benchmark tell the op's own cost from the library's.
 thread_local double tl_last_call_seconds = 0.0;
+// The worker-thread count of the context the last call used.
+thread_local int tl_last_call_threads = 0;
 
 double seconds_now() {
   struct timespec t;
@@ -102,6 +104,7 @@ double seconds_now() {
 }
 
 void run(rpa_context *ctx, const rpa_args &a) {
+  tl_last_call_threads = rpa_context_num_threads(ctx);
   double t0 = seconds_now();
   rpa_status st = rpa_attention(ctx, &a);
   tl_last_call_seconds = seconds_now() - t0;
@@ -528,6 +531,12 @@ TORCH_LIBRARY_IMPL(rpa, CPU, m) {
 extern "C" __attribute__((visibility("default"))) double
 rpa_torch_last_call_seconds(void) {
   return tl_last_call_seconds;
+}
+
+// The thread count of the context the calling thread's last call used.
+extern "C" __attribute__((visibility("default"))) int
+rpa_torch_last_call_threads(void) {
+  return tl_last_call_threads;
 }
 
 // The library version the shim was built against, for rpa.torch to check.

@@ -40,6 +40,7 @@ from . import _api
 from . import _lib
 
 __all__ = ["attention", "ragged_paged_attention", "cache_views", "cache_view",
+           "layout_view",
            "library_path", "op_info"]
 
 _LIBNAME = "librpa_torch.so"
@@ -216,8 +217,50 @@ def cache_view(k_cache, v_cache, cache):
     return view
 
 
+def layout_view(cache, layout="combined", num_kv_heads=None,
+                head_dim=None):
+    """The op's cache_view for a contiguous cache tensor in one of the known
+    layouts (those of cache_views()), from its shape alone: plain integer
+    arithmetic, so it traces under torch.compile (where a view's
+    storage_offset() of an intermediate view does not)."""
+    sh = tuple(cache.shape)
+    if layout == "combined":
+        if len(sh) == 5:
+            sh = (sh[0], sh[1], sh[2] * sh[3], sh[4])
+        if len(sh) != 4:
+            raise ValueError(f"cache: the combined layout is [pages, "
+                             f"page_size, 2*Hkv, D] (or 5-D), got shape "
+                             f"{tuple(cache.shape)}")
+        P, ps, rows, Dc = sh
+        H = rows // 2 if num_kv_heads is None else int(num_kv_heads)
+        D = Dc if head_dim is None else int(head_dim)
+        if H < 1 or 2 * H > rows or not 1 <= D <= Dc:
+            raise ValueError(f"cache: shape {sh} cannot hold K and V of {H} "
+                             f"heads of dim {D}")
+        rs = rows * Dc
+        return [0, P, ps, H, D, ps * rs, rs, 2 * Dc,
+                Dc, D, ps * rs, rs, 2 * Dc]
+    if len(sh) != 5:
+        raise ValueError(f"cache: the {layout!r} layout is 5-D, got shape "
+                         f"{sh}")
+    if layout == "vllm":
+        _, P, ps, H, Dc = sh
+        page, slot, head, v_off = ps * H * Dc, H * Dc, Dc, P * ps * H * Dc
+    elif layout == "flashinfer_nhd":
+        P, _, ps, H, Dc = sh
+        page, slot, head, v_off = 2 * ps * H * Dc, H * Dc, Dc, ps * H * Dc
+    elif layout == "flashinfer_hnd":
+        P, _, H, ps, Dc = sh
+        page, slot, head, v_off = 2 * H * ps * Dc, Dc, ps * Dc, H * ps * Dc
+    else:
+        raise ValueError(f"layout: {layout!r} is not 'combined', 'vllm', "
+                         "'flashinfer_nhd' or 'flashinfer_hnd'")
+    D = Dc if head_dim is None else int(head_dim)
+    return [0, P, ps, H, D, page, slot, head, v_off, D, page, slot, head]
+
+
 def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
-              cache=None, distribution=None, sm_scale=1.0,
+              cache=None, cache_view=None, distribution=None, sm_scale=1.0,
               sliding_window=None, soft_cap=None, q_scale=None, k_scale=None,
               v_scale=None, causal=True, update_kv_cache=True, sinks=None,
               out_dtype=None, head_dim_v=None, return_lse=False,
@@ -231,7 +274,10 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     [num_pages, page_size, Hkv, D] and v_cache [num_pages, page_size, Hkv,
     Dv]: views (any strides, last axis contiguous) of ``cache``, the whole
     contiguous tensor the op declares as mutated; cache=None takes the views'
-    common ``._base`` (give it explicitly under torch.compile). v_cache None:
+    common ``._base``. Or, instead of the views (k_cache, v_cache None),
+    cache= and cache_view=, the op's description of them (cache_view(),
+    layout_view()): needed under torch.compile, where the offsets of views
+    made inside the compiled code are not known. v_cache None:
     a latent (MLA) cache, values are the first head_dim_v elements of each
     key row. kv_lens [S], cu_q_lens [S + 1], page_indices [S * pages] or
     [S, pages], distribution [3] or None: int32 tensors.
@@ -242,9 +288,14 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
     default q's; rows past cu_q_lens[S] zero), and lse [T, Hq] float32 too
     with return_lse=True.
     """
-    if cache is None:
-        cache = _cache_base(k_cache, v_cache)
-    view = cache_view(k_cache, v_cache, cache)
+    if cache_view is not None:
+        if cache is None:
+            raise ValueError("cache_view: given without cache=")
+        view = cache_view
+    else:
+        if cache is None:
+            cache = _cache_base(k_cache, v_cache)
+        view = globals()["cache_view"](k_cache, v_cache, cache)
     if (sliding_window is None and soft_cap is None and q_scale is None
             and k_scale is None and v_scale is None and causal is True
             and update_kv_cache is True and head_dim_v is None
