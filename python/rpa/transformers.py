@@ -53,6 +53,7 @@ Quirks that transformers 5.23 forces, and why:
 """
 import weakref
 
+import numpy as np
 import torch
 
 from . import torch as _rt
@@ -120,32 +121,37 @@ class _Step:
 
 
 def _derive_step(allocator, cu_q, cu_k, read_index, write_index):
+    # In NumPy over zero-copy views of the step's (small, CPU) index
+    # tensors: the same arithmetic in torch is ~35 small ops at a few us
+    # each, which showed in short steps.
     ps = allocator.tokens_per_page
     bps = allocator.block_physical_stride
-    cu_q = cu_q.to(torch.int64)
-    cu_k = cu_k.to(torch.int64)
+    cu_q = cu_q.numpy().astype(np.int64)
+    cu_k = cu_k.numpy().astype(np.int64)
     q_lens = cu_q[1:] - cu_q[:-1]
     kv_lens = cu_k[1:] - cu_k[:-1]
     if read_index.numel():
-        src, starts = read_index, cu_k[:-1]
+        src, starts = read_index.numpy(), cu_k[:-1]
     else:  # no cache read this step: every sequence starts at 0, q = kv
-        src, starts = write_index, cu_q[:-1]
+        src, starts = write_index.numpy(), cu_q[:-1]
     keep = q_lens > 0  # padded sequences (q_len 0) are left out
-    q_lens, kv_lens, starts = q_lens[keep], kv_lens[keep], starts[keep]
+    if not keep.all():
+        q_lens, kv_lens, starts = q_lens[keep], kv_lens[keep], starts[keep]
     stats["steps"] += 1
-    if bool(((q_lens > 1) & (kv_lens > q_lens)).any()):
+    if ((q_lens > 1) & (kv_lens > q_lens)).any():
         stats["chunked_steps"] += 1
     s = _Step()
-    s.cu_q_lens = torch.zeros(q_lens.numel() + 1, dtype=torch.int32)
-    torch.cumsum(q_lens, 0, out=s.cu_q_lens[1:])
-    s.kv_lens = kv_lens.to(torch.int32)
-    n_pages = (kv_lens + ps - 1) // ps
-    pps = max(int(n_pages.max()) if n_pages.numel() else 1, 1)
-    offs = torch.arange(pps, dtype=torch.int64) * ps
+    cu = np.zeros(q_lens.size + 1, dtype=np.int32)
+    cu[1:] = np.cumsum(q_lens)
+    s.cu_q_lens = torch.from_numpy(cu)
+    s.kv_lens = torch.from_numpy(kv_lens.astype(np.int32))
+    pps = max(int(kv_lens.max() + ps - 1) // ps if kv_lens.size else 1, 1)
+    offs = np.arange(pps, dtype=np.int64) * ps
     used = offs[None, :] < kv_lens[:, None]
-    rows = torch.where(used, starts[:, None] + offs[None, :], 0)
-    pages = torch.where(used, src[rows] // bps, 0)
-    s.page_indices = pages.to(torch.int32).reshape(-1).contiguous()
+    rows = np.where(used, starts[:, None] + offs[None, :], 0)
+    pages = np.where(used, src[rows] // bps, 0)
+    s.page_indices = torch.from_numpy(
+        np.ascontiguousarray(pages, dtype=np.int32).reshape(-1))
     return s
 
 
