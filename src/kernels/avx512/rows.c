@@ -1,26 +1,56 @@
-/* The avx512 decode step (kernels.h: decode_begin, decode_step, decode_end).
+/* The avx512 rows step (kernels.h: rows_begin, rows_step, rows_end): the
+   shared step of ../common/rows.h with this set's inner products on 16
+   lanes.
 
-   Memory-bound: each K/V row is read once from wherever it lives, widened in
-   registers and used by every query row of the GQA group. Per key, the rows'
-   partial dot products stay as 16-lane vectors; the 16 keys' vectors of a
-   row are then summed in one transpose-reduce tree, so there is no
-   horizontal sum per key.
-
-   Widening costs as little as the dtype allows because decode items work in
+   Widening costs as little as the dtype allows because rows steps work in
    a "blocked" dimension order: a bf16 row is used as the [even | odd] dims
    of each 32-dim block (one shift, one AND for 32 values), an fp8 row as
    [dims j mod 4, j = 0..3] of each 64-dim block (two table lookups, then a
    byte gather per 16 values). Dims past the last whole block, and f32 / f16
    rows, keep their order. q is put in this order before an item's first
-   tile and o back after its last (decode_order); a dot product does not
+   step and o back after its last (rows_order); a dot product does not
    care, and p V only permutes o.
 
    Where q holds bf16 values and the context allows it (bf16_ok), bf16 and
    fp8 rows run on vdpbf16ps instead: q is staged as bf16 (natural order
    for a bf16 cache, fp8_words order for fp8), K is used as loaded (bf16) or
    as bf16 words (fp8), and P V pairs two keys' V rows against bf16 weight
-   pairs, which leaves o in an order of its own that decode_end takes back. */
-#include "math_avx512.h"
+   pairs, which leaves o in an order of its own that rows_end takes back.
+   The fp8 tables (vpermi2b lookups of the bf16 bits) are built at start-up
+   from the scalar definitions (../fp8_lut.c). */
+#include "vec.h"
+#include "../fp8_lut.h"
+
+#define ROWS_GROUP_3 1
+#include "../common/rows.h"
+
+/* The four 64-byte tables of one fp8 format, in registers. */
+typedef struct fp8_lut {
+  __m512i lo0, lo1, hi0, hi1;
+} fp8_lut;
+
+static ALWAYS_INLINE int is_fp8(rpa_dtype dt) {
+  return dt == RPA_FP8_E4M3 || dt == RPA_FP8_E5M2;
+}
+
+static ALWAYS_INLINE fp8_lut fp8_lut_load(rpa_dtype dt) {
+  const int f = dt == RPA_FP8_E5M2;
+  fp8_lut t;
+  t.lo0 = _mm512_load_si512(rpa_fp8_bf16_lut[f][0]);
+  t.lo1 = _mm512_load_si512(rpa_fp8_bf16_lut[f][0] + 64);
+  t.hi0 = _mm512_load_si512(rpa_fp8_bf16_lut[f][1]);
+  t.hi1 = _mm512_load_si512(rpa_fp8_bf16_lut[f][1] + 64);
+  return t;
+}
+
+/* 64 fp8 bytes -> the low and the high bytes of their bf16 bits: two
+   128-entry lookups (vpermi2b) on the magnitude, the sign ORed back. */
+static ALWAYS_INLINE void fp8_to_bf16_bytes(__m512i x, const fp8_lut *t,
+                                            __m512i *lo, __m512i *hi) {
+  *lo = _mm512_permutex2var_epi8(t->lo0, x, t->lo1);
+  *hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t->hi0, x, t->hi1),
+                                  x, _mm512_set1_epi8((char)0x80), 0xf8);
+}
 
 /* Byte indices into (lo, hi) that build the f32 bits of values j, j+4,
    j+8, ... of a 64-value block: bytes 2 and 3 of each lane (bytes 0 and 1
@@ -54,13 +84,13 @@ static ALWAYS_INLINE void widen_block(const void *row, int d, rpa_dtype dt,
       out[j] = _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(
           (__mmask64)0xccccccccccccccccull, lo, _mm512_load_si512(fp8_gather[j]), hi));
   } else {
-    out[0] = widen_full(advance(row, dt, d), dt);
+    out[0] = vf_widen(elem_at(row, dt, d), dt);
   }
 }
 
 /* 64 fp8 values as bf16 words, exactly: a holds values 16k + i and b
    values 16k + 8 + i (k < 4, i < 8), at word 8k + i; the order q is staged
-   in for vdpbf16ps on an fp8 cache (decode_begin). */
+   in for vdpbf16ps on an fp8 cache (rows_begin). */
 static ALWAYS_INLINE void fp8_words(const void *row, int d, const fp8_lut *lut,
                                     __m512i *a, __m512i *b) {
   __m512i lo, hi;
@@ -83,7 +113,7 @@ static ALWAYS_INLINE void dot_words64(const void *row, int d, rpa_dtype dt,
 
 /* Rows of x between natural and blocked order (back: blocked -> natural):
    blocked element 16 v + lane of a block is natural element vb * lane + v. */
-static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
+static void rows_order(float *x, int ld, int rows, int n, rpa_dtype dt,
                          int back) {
   const int vb = block_vecs(dt), bd = 16 * vb, sh = vb == 2 ? 1 : 2;
   if (vb == 1) return;
@@ -123,38 +153,19 @@ static void decode_order(float *x, int ld, int rows, int n, rpa_dtype dt,
     }
 }
 
-/* Prefetches row i of a tile into L2: `bytes` from each pointer. */
-static ALWAYS_INLINE void prefetch_row(const void *const *rows, int i, int n,
-                                       int bytes, const int hint) {
-  if (i >= n) return;
-  const char *p = rows[i];
-  for (int b = 0; b < bytes; b += 64)
-    if (hint == _MM_HINT_T0)
-      _mm_prefetch(p + b, _MM_HINT_T0);
-    else
-      _mm_prefetch(p + b, _MM_HINT_T1);
-}
-
-/* A tile's prefetches: the next rows into L2 (whole, or the first line of
-   each where the engine says so: next_whole = 0; the hardware's
-   adjacent-line and stream prefetchers fetch the rest, and fewer software
-   prefetches leave fill buffers to demand misses: measured on the Zen 5
-   host, GQA-4 decode over 2 KV heads, 48% of the read bandwidth against 43%
-   when every line is prefetched; on Zen 4 whole rows are faster), and this
-   tile's rows into L1, K some keys ahead and V now. */
-struct tile_prefetch {
-  const void *const *knext, *const *vnext;
-  int n_next, knext_bytes, vnext_bytes;
-  const void *const *krows, *const *vrows;
-  int n, kbytes, vbytes;
-};
-
-static ALWAYS_INLINE void tile_prefetch_key(const struct tile_prefetch *pf,
-                                            int c, int ahead) {
-  prefetch_row(pf->knext, c, pf->n_next, pf->knext_bytes, _MM_HINT_T1);
-  prefetch_row(pf->vnext, c, pf->n_next, pf->vnext_bytes, _MM_HINT_T1);
-  prefetch_row(pf->krows, c + ahead, pf->n, pf->kbytes, _MM_HINT_T0);
-  prefetch_row(pf->vrows, c, pf->n, pf->vbytes, _MM_HINT_T0);
+/* A key's prefetches, while a step computes: the next rows the engine
+   names into L2 (whole, or the first line of each where the engine says so:
+   next_whole = 0; the hardware's adjacent-line and stream prefetchers fetch
+   the rest, and fewer software prefetches leave fill buffers to demand
+   misses), by the step's first row group only, and this step's rows into
+   L1, K some keys ahead and V now. */
+static ALWAYS_INLINE void key_prefetch(const rows_keys *k, int c, int ahead) {
+  if (k->first) {
+    prefetch_row(k->knext, c, k->n_next, k->knext_bytes, 0);
+    prefetch_row(k->vnext, c, k->n_next, k->vnext_bytes, 0);
+  }
+  prefetch_row(k->krows, c + ahead, k->n, k->kbytes, 1);
+  prefetch_row(k->vrows, c, k->n, k->vbytes, 1);
 }
 
 /* Logit partials: part[r * 32 + c0 + j] = 16-lane partial dot products of
@@ -191,7 +202,7 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
       }
     }
   } else if (DOT) {
-    /* bf16 q (staged as bf16 in natural order below dfull, decode_begin)
+    /* bf16 q (staged as bf16 in natural order below dfull, rows_begin)
        and bf16 K on vdpbf16ps: lane i of a 32-dim block adds the exact
        products of dims 2i and 2i + 1, so K is used as loaded, with no
        widening, and one instruction does what two FMAs do */
@@ -257,7 +268,7 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
   }
   for (int d = dfull; d < D; d += 16) /* the tail, natural order, f32 q */
     for (int j = 0; j < nk; j++) {
-      const __m512 kv = widen16(advance(krows[c0 + j], dt, d), dt, D - d);
+      const __m512 kv = vf_widen_first(elem_at(krows[c0 + j], dt, d), dt, D - d);
       for (int r = 0; r < NR; r++)
         acc[r * KB + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (int64_t)r * ld + d), kv,
                                           acc[r * KB + j]);
@@ -269,19 +280,17 @@ static ALWAYS_INLINE void decode_qk(const float *q, int ld,
 }
 
 /* QK of a whole tile on vdpbf16ps with every q vector in a register, for
-   bf16 or fp8 K and D = 32 DB (DB 2 or 4): part[r * 32 + c] for c < 16 *
-   halves (0 from n). The loop nest of decode_qk, keys inside dims, reloads
+   bf16 or fp8 K and D = 32 DB (DB 2 or 4): part[r * 32 + c] for c < n.
+   The loop nest of decode_qk, keys inside dims, reloads
    q for every block of keys, and past 16 accumulators the compiler spills;
    here q is loaded once per tile and each key's row accumulators stay in
-   registers (on the Zen 4: 25 -> 18 ns per key and KV head, GQA group 4,
-   bf16, hot). Interleaves the tile's prefetches, a key at a time, as
-   decode_rows does. */
+   registers. Interleaves the step's prefetches, a key at a time. */
 static ALWAYS_INLINE void decode_qk_qreg(const float *q, int ld,
-                                         const void *const *krows, int n,
-                                         int halves, rpa_dtype dt,
+                                         const rows_keys *k, rpa_dtype dt,
                                          const fp8_lut *lut, const int NR,
-                                         const int DB, __m512 *part,
-                                         const struct tile_prefetch *pf) {
+                                         const int DB, __m512 *part) {
+  const void *const *krows = k->krows;
+  const int n = k->n;
   __m512bh qv[16];
 #pragma GCC unroll 4
   for (int r = 0; r < NR; r++)
@@ -290,7 +299,7 @@ static ALWAYS_INLINE void decode_qk_qreg(const float *q, int ld,
       qv[r * DB + b] =
           (__m512bh)_mm512_loadu_si512((const uint16_t *)(q + (int64_t)r * ld) + 32 * b);
   for (int c = 0; c < n; c++) {
-    tile_prefetch_key(pf, c, 4);
+    key_prefetch(k, c, 4);
     __m512 a[4];
 #pragma GCC unroll 4
     for (int r = 0; r < NR; r++) a[r] = _mm512_setzero_ps();
@@ -307,9 +316,6 @@ static ALWAYS_INLINE void decode_qk_qreg(const float *q, int ld,
 #pragma GCC unroll 4
     for (int r = 0; r < NR; r++) part[r * 32 + c] = a[r];
   }
-  for (int c = n; c < 16 * halves; c++)
-#pragma GCC unroll 4
-    for (int r = 0; r < NR; r++) part[r * 32 + c] = _mm512_setzero_ps();
 }
 
 /* o[RG rows][NV vectors from d] += p[r][c] v_c for c < n; the vectors are
@@ -327,7 +333,7 @@ static ALWAYS_INLINE void decode_pv_run(float *o, int ldo, const float *p,
   for (int c = 0; c < n; c++) {
     __m512 vv[4];
     if (tail)
-      vv[0] = widen16(advance(vrows[c], dt, d), dt, Dv - d);
+      vv[0] = vf_widen_first(elem_at(vrows[c], dt, d), dt, Dv - d);
     else
 #pragma GCC unroll 4
       for (int b = 0; b < NV; b += vb) widen_block(vrows[c], d + 16 * b, dt, lut, vv + b);
@@ -361,7 +367,7 @@ static ALWAYS_INLINE void decode_pv(float *o, int ldo, const float *p,
 /* P V on vdpbf16ps: o[RG rows][NV vectors from d] += the key pairs
    (c, c + 1) of pb[r] (bf16 weights, 32 keys per row) times V rows c and
    c + 1 interleaved (unpacklo / unpackhi of the two rows' bf16 words), in
-   an order decode_end takes back: for bf16 V (NV = 2 per 32-dim block),
+   an order rows_end takes back: for bf16 V (NV = 2 per 32-dim block),
    lane 4k + t of the lo vector holds dim 8k + t of the block, of the hi
    vector dim 8k + 4 + t; for fp8 V (NV = 4, one 64-dim block of
    fp8_words), vector v's lane 4k + t holds dim 16k + 4v + t. An odd last
@@ -423,129 +429,64 @@ static ALWAYS_INLINE void decode_pv_dot(float *o, int ldo, const uint16_t *pb,
   for (; d < Dv; d += 16) decode_pv_run(o, ldo, p, vrows, n, d, Dv, dt, lut, RG, 1, 1);
 }
 
-/* One tile of n <= 32 keys for NR <= 4 query rows; p and part hold 32
-   keys per row. */
-static ALWAYS_INLINE void decode_rows(const float *q, int ld, float kmul,
-                                      const int NR, const void *const *krows,
-                                      const void *const *vrows, int n, int D,
-                                      int Dv, rpa_dtype dt, float cap, float *m,
-                                      float *l, float *o, int ldo,
-                                      const void *const *knext,
-                                      const void *const *vnext, int n_next,
-                                      int next_whole, const int DOT) {
-  __attribute__((aligned(64))) __m512 part[4 * 32];
-  __attribute__((aligned(64))) float p[4 * 32];
-  __attribute__((aligned(64))) uint16_t pb[4 * 32]; /* DOT: p as bf16 */
-  const int es = (int)rpa_dtype_size(dt);
+/* The set's products for ../common/rows.h. */
+static ALWAYS_INLINE void rows_qk(const float *q, int ld, const rows_keys *k,
+                                  const int NR, const int DOT, vf *part) {
+  const rpa_dtype dt = k->dt;
   fp8_lut lut;
   if (is_fp8(dt)) lut = fp8_lut_load(dt);
-  const struct tile_prefetch pf = {knext, vnext, n_next,
-                                   next_whole ? D * es : 64, next_whole ? Dv * es : 64,
-                                   krows, vrows, n, D * es, Dv * es};
-  const int halves = n > 16 ? 2 : 1;
-  if (DOT && (D == 128 || D == 64)) {
-    if (D == 128)
-      decode_qk_qreg(q, ld, krows, n, halves, dt, &lut, NR, 4, part, &pf);
-    else
-      decode_qk_qreg(q, ld, krows, n, halves, dt, &lut, NR, 2, part, &pf);
+  if (DOT && k->D == 128) {
+    decode_qk_qreg(q, ld, k, dt, &lut, NR, 4, part);
+  } else if (DOT && k->D == 64) {
+    decode_qk_qreg(q, ld, k, dt, &lut, NR, 2, part);
   } else {
     /* keys per QK block, a divisor of 32: NR x KB <= 16 accumulators */
     const int KB = NR == 3 ? 4 : 16 / NR;
-    for (int c0 = 0; c0 < 16 * halves; c0 += KB) {
+    for (int c0 = 0; c0 < k->n; c0 += KB) {
 #pragma GCC unroll 16
-      for (int j = 0; j < KB; j++) tile_prefetch_key(&pf, c0 + j, KB);
-      decode_qk(q, ld, krows, c0, n, D, dt, &lut, NR, KB, DOT, part);
+      for (int j = 0; j < KB; j++) key_prefetch(k, c0 + j, KB);
+      decode_qk(q, ld, k->krows, c0, k->n, k->D, dt, &lut, NR, KB, DOT, part);
     }
   }
-  const int n1 = n - 16; /* keys in the second half */
-  const __mmask16 valid0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
-  const __mmask16 valid1 = n1 >= 16 ? (__mmask16)0xffff
-                           : n1 <= 0 ? (__mmask16)0 : (__mmask16)((1u << n1) - 1);
-  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
-  for (int r = 0; r < NR; r++) {
-    __m512 s[2];
-    /* s - s: 0 for a finite logit, NaN for a non-finite one (a NaN or an
-       infinity in q or K), which then poisons the row's sum (kernels.h) */
-    __m512 bad = _mm512_setzero_ps();
-    for (int h = 0; h < halves; h++) {
-      s[h] = _mm512_mul_ps(reduce16(part + r * 32 + 16 * h), _mm512_set1_ps(kmul));
-      bad = _mm512_add_ps(bad, _mm512_maskz_sub_ps(h ? valid1 : valid0, s[h], s[h]));
-      if (cap > 0.0f)
-        s[h] = _mm512_mul_ps(_mm512_set1_ps(cap),
-                             tanh16(_mm512_mul_ps(s[h], _mm512_set1_ps(1.0f / cap))));
-    }
-    s[0] = _mm512_mask_mov_ps(neg_inf, valid0, s[0]);
-    s[1] = halves == 2 ? _mm512_mask_mov_ps(neg_inf, valid1, s[1]) : neg_inf;
-    const float mt = _mm512_reduce_max_ps(_mm512_max_ps(s[0], s[1]));
-    if (mt > m[r]) {
-      if (l[r] != 0.0f) {
-        const float alpha = expf(m[r] - mt);
-        l[r] *= alpha;
-        scale_row(o + (int64_t)r * ldo, Dv, alpha);
-      }
-      m[r] = mt;
-    }
-    const __m512 mr = _mm512_set1_ps(m[r]);
-    const __m512 e0 = exp_neg16(_mm512_sub_ps(s[0], mr));
-    _mm512_store_ps(p + r * 32, e0);
-    __m512 sum = e0, e1 = _mm512_setzero_ps();
-    if (halves == 2) {
-      e1 = exp_neg16(_mm512_sub_ps(s[1], mr));
-      _mm512_store_ps(p + r * 32 + 16, e1);
-      sum = _mm512_add_ps(sum, e1);
-    }
-    /* the weights rounded to bf16 for vdpbf16ps (keys 0..31 in order) */
-    if (DOT) _mm512_store_si512(pb + r * 32, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
-    l[r] += _mm512_reduce_add_ps(_mm512_add_ps(sum, bad));
-  }
-  const int RG = NR < 4 ? NR : 4;
-  for (int g = 0; g < NR; g += RG)
-    if (DOT)
-      decode_pv_dot(o + (int64_t)g * ldo, ldo, pb + g * 32, p + g * 32, vrows, n, Dv,
-                    dt, &lut, RG);
-    else
-      decode_pv(o + (int64_t)g * ldo, ldo, p + g * 32, vrows, n, Dv, dt, &lut, RG);
 }
 
-static ALWAYS_INLINE void decode_step_dt(const float *q, int ld, int rows,
-                                         float kmul, const void *const *krows,
-                                         const void *const *vrows, int n, int D,
-                                         int Dv, rpa_dtype dt, float cap,
-                                         float *m, float *l, float *o, int ldo,
-                                         const void *const *knext,
-                                         const void *const *vnext, int n_next,
-                                         int next_whole, const int DOT) {
-  int r = 0; /* the first row group prefetches the next tile */
-#define ROWS(NR)                                                              \
-  for (; r + NR <= rows; r += NR, n_next = 0)                                 \
-    decode_rows(q + (int64_t)r * ld, ld, kmul, NR, krows, vrows, n, D, Dv,    \
-                dt, cap, m + r, l + r, o + (int64_t)r * ldo, ldo, knext,      \
-                vnext, n_next, next_whole, DOT);
-
-  ROWS(4)
-  ROWS(3) /* groups of 3, 7, 11: one pass fewer over the tile than 2 + 1 */
-  ROWS(2)
-  ROWS(1)
-#undef ROWS
+static ALWAYS_INLINE void rows_pv(float *o, int ldo, const float *p,
+                                  const rows_keys *k, const int NR,
+                                  const int DOT) {
+  const rpa_dtype dt = k->dt;
+  fp8_lut lut;
+  if (is_fp8(dt)) lut = fp8_lut_load(dt);
+  if (!DOT) {
+    decode_pv(o, ldo, p, k->vrows, k->n, k->Dv, dt, &lut, NR);
+    return;
+  }
+  /* the weights rounded to bf16 for vdpbf16ps, keys 0..31 in order (keys
+     past n weigh 0) */
+  __attribute__((aligned(64))) uint16_t pb[4 * 32];
+#pragma GCC unroll 4
+  for (int r = 0; r < NR; r++) {
+    const __m512 e0 = _mm512_load_ps(p + r * 32);
+    const __m512 e1 = k->n > 16 ? _mm512_load_ps(p + r * 32 + 16) : _mm512_setzero_ps();
+    _mm512_store_si512(pb + r * 32, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+  }
+  decode_pv_dot(o, ldo, pb, p, k->vrows, k->n, k->Dv, dt, &lut, NR);
 }
 
 void rpa_rows_step__avx512(const rpa_rows_args *a);
 void rpa_rows_step__avx512(const rpa_rows_args *a) {
+  if (a->n <= 0) return;
   switch (a->dtype) { /* one specialised copy per dtype */
-#define STEP(T, DOT)                                                          \
-  decode_step_dt(a->q, a->ld, a->rows, a->kmul, a->krows, a->vrows, a->n,     \
-                 a->D, a->Dv, T, a->cap, a->m, a->l, a->o, a->ldo, a->knext,  \
-                 a->vnext, a->n_next, a->next_whole, DOT)
-#define CASE(T)                                                               \
-  case T:                                                                     \
-    STEP(T, 0);                                                               \
+#define STEP(T, DOT) rows_step_dt(a, T, (int)rpa_dtype_size(T), a->kmul, DOT)
+#define CASE(T) \
+  case T:       \
+    STEP(T, 0); \
     break;
-#define CASE_DOT(T) /* and a copy on vdpbf16ps */                             \
-  case T:                                                                     \
-    if (a->bf16_ok)                                                           \
-      STEP(T, 1);                                                             \
-    else                                                                      \
-      STEP(T, 0);                                                             \
+#define CASE_DOT(T) /* and a copy on vdpbf16ps */ \
+  case T:                                         \
+    if (a->bf16_ok)                               \
+      STEP(T, 1);                                 \
+    else                                          \
+      STEP(T, 0);                                 \
     break;
     CASE(RPA_F32)
     CASE_DOT(RPA_BF16)
@@ -558,7 +499,7 @@ void rpa_rows_step__avx512(const rpa_rows_args *a) {
   }
 }
 
-/* Does an item of these rows run on vdpbf16ps (decode_step's CASE_DOT)? */
+/* Does an item of these rows run on vdpbf16ps (rows_step's CASE_DOT)? */
 static int on_dot(rpa_dtype dt, int bf16_ok) {
   return bf16_ok && (dt == RPA_BF16 || is_fp8(dt));
 }
@@ -568,7 +509,7 @@ void rpa_rows_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
 void rpa_rows_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                               int bf16_ok) {
   if (!on_dot(dt, bf16_ok)) {
-    decode_order(q, ld, rows, D, dt, 0);
+    rows_order(q, ld, rows, D, dt, 0);
     return;
   }
   /* the vdpbf16ps path: each row's dims below the last whole block (32 for
@@ -605,7 +546,7 @@ void rpa_rows_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
 void rpa_rows_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                             int bf16_ok) {
   if (!on_dot(dt, bf16_ok)) {
-    decode_order(o, ldo, rows, Dv, dt, 1);
+    rows_order(o, ldo, rows, Dv, dt, 1);
     return;
   }
   if (is_fp8(dt)) {
