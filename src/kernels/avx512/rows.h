@@ -427,8 +427,8 @@ static ALWAYS_INLINE void rows_pv(float *o, int ldo, const float *p,
   __attribute__((aligned(64))) uint16_t pb[4 * 32];
 #pragma GCC unroll 4
   for (int r = 0; r < NR; r++) {
-    const __m512 e0 = _mm512_load_ps(p + r * 32);
-    const __m512 e1 = k->n > 16 ? _mm512_load_ps(p + r * 32 + 16) : _mm512_setzero_ps();
+    const __m512 e0 = _mm512_loadu_ps(p + r * 32);
+    const __m512 e1 = k->n > 16 ? _mm512_loadu_ps(p + r * 32 + 16) : _mm512_setzero_ps();
     _mm512_store_si512(pb + r * 32, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
   }
   decode_pv_dot(o, ldo, pb, p, k->vrows, k->n, k->Dv, dt, &lut, NR);
