@@ -6,6 +6,9 @@
 #      used as a package (scripts/test_install.sh: find_package, pkg-config,
 #      add_subdirectory); then the C example (examples/serving_step.c) as
 #      CMake built it and as the README compiles it by hand;
+#   1b. the avx512 set EMULATED on AVX2 (test-only flavour -DRPA_EMULATE=avx512,
+#      tests/emu/): the emulation's own test, then the whole suite on it
+#      (quick sweep where the CPU runs avx512 natively), both bf16 paths;
 #   2. clang, -Werror, optimised: the whole suite;
 #   3. clang with AddressSanitizer + UndefinedBehaviorSanitizer (quick sweep);
 #   4. valgrind memcheck on the gcc build (quick sweep);
@@ -151,6 +154,68 @@ if build build-gcc -DCMAKE_C_COMPILER=gcc; then
   fi
   examples_c
 fi
+# 1b. The avx512 kernel set EMULATED (TEST-ONLY flavour -DRPA_EMULATE=avx512:
+#     src/kernels/avx512/ built against tests/emu/avx512_emu.h, an AVX2
+#     emulation of each AVX-512 intrinsic it uses, gcc, optimised), so the
+#     set is tested on CPUs without AVX-512 too: first test_emu_avx512 (the
+#     emulation against the manual's pseudo-code, and against the real
+#     instructions where the CPU has AVX-512), a check that every emulated
+#     intrinsic is one of its ops, then the whole suite with
+#     RPA_ISA=avx512 and the attention and determinism suites on both bf16
+#     paths, as stage 1 does natively. Where this CPU runs avx512 natively
+#     (stage 1 covered it), the suite runs in quick mode. About 4-5 minutes
+#     on two cores (the build most of it).
+emulation_stage() {
+  if [ "$(uname -m)" != x86_64 ]; then
+    echo "== avx512 EMULATED on AVX2: NOT RUN (not an x86-64 host)"
+    return
+  fi
+  local f
+  for f in avx2 fma f16c; do
+    if ! grep -qw "$f" /proc/cpuinfo; then
+      echo "== avx512 EMULATED on AVX2: NOT RUN (this CPU lacks $f, which the emulation runs on)"
+      return
+    fi
+  done
+  local quick=0 why="this CPU lacks AVX-512, so this is the avx512 set's only run here"
+  if [ -x build-gcc/rpa-demo ] && build-gcc/rpa-demo --list-isas | grep -qx avx512; then
+    quick=1
+    why="this CPU runs avx512 natively (stage 1); here the emulation is checked, quick sweep"
+  fi
+  echo "== avx512 EMULATED on AVX2 (test-only build build-emu, -DRPA_EMULATE=avx512): $why"
+  local t0=$SECONDS
+  build build-emu -DCMAKE_C_COMPILER=gcc -DRPA_EMULATE=avx512 || return
+  echo "   (build: $((SECONDS - t0)) s)"
+  local all=$TESTS
+  TESTS="test_emu_avx512"
+  run_suite "test_emu_avx512: the emulation against the manual (and this CPU's AVX-512, where it has it)" build-emu env
+  # every intrinsic the emulation renames is an op of its test
+  local renamed tested
+  renamed=$(grep -oE '^#define _mm[0-9]*_[a-z0-9_]+ emu_' tests/emu/avx512_emu.h | awk '{print $2}' | sort)
+  tested=$(grep -oE 'E\("_mm[0-9]*_[a-z0-9_]+"' tests/emu/avx512_ops.c | sed -E 's/E\("(.*)"/\1/' | sort)
+  if [ "$renamed" = "$tested" ]; then
+    echo "   emulation coverage: $(echo "$renamed" | wc -l) emulated intrinsics, each tested: 1 passed, 0 failed"
+    passed=$((passed + 1))
+  else
+    echo "   emulation coverage: emulated but not tested (<) / tested but not emulated (>):"
+    diff <(echo "$renamed") <(echo "$tested") | grep -E '^[<>]'
+    echo "   emulation coverage: 0 passed, 1 failed"
+    failed=$((failed + 1))
+  fi
+  TESTS=$all
+  RPA_TEST_QUICK=$quick RPA_ISA=avx512 run_suite \
+    "gcc, avx512 EMULATED on AVX2$([ $quick = 1 ] && echo ' (quick)')" build-emu env
+  TESTS="test_attention test_determinism"
+  local dot
+  for dot in 0 1; do
+    RPA_TEST_QUICK=$quick RPA_ISA=avx512 RPA_BF16_DOT=$dot run_suite \
+      "gcc, avx512 EMULATED, RPA_BF16_DOT=$dot$([ $quick = 1 ] && echo ' (quick)')" build-emu env
+  done
+  TESTS=$all
+  echo "   (avx512 emulation stage: $((SECONDS - t0)) s)"
+}
+emulation_stage
+
 if build build-clang -DCMAKE_C_COMPILER=clang; then
   run_suite "clang -O2" build-clang env
 fi

@@ -91,8 +91,15 @@ rpa_status rpa_context_create(const rpa_context_options *opts,
   } else {
     ctx->log = o.log != 0;
   }
+#if RPA_EMULATE_AVX512
+  const int emulated = strcmp(backend->name, "avx512") == 0;
+#else
+  const int emulated = 0;
+#endif
   if (ctx->log)
-    fprintf(stderr, "rpa: kernel set %s (%s), %d thread(s)%s%s\n", backend->name,
+    fprintf(stderr, "rpa: kernel set %s%s (%s), %d thread(s)%s%s\n", backend->name,
+            emulated ? " EMULATED on AVX2 (test-only build, -DRPA_EMULATE=avx512; slow)"
+                     : "",
             isa && isa[0] ? "forced" : "best for this CPU", ctx->num_threads,
             !backend->kernels || !backend->kernels->has_bf16_dot ? ""
             : ctx->bf16_dot ? ", bf16 on vdpbf16ps"

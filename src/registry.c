@@ -13,7 +13,14 @@
 static int runs_always(void) { return 1; }
 #if RPA_HAVE_X86_KERNELS
 static int runs_avx2(void) { return rpa_cpu_features()->avx2_fma; }
+#if RPA_EMULATE_AVX512
+/* TEST-ONLY build (-DRPA_EMULATE=avx512): the avx512 set is AVX2 code that
+   emulates its AVX-512 instructions (tests/emu/avx512_emu.h), so it runs
+   wherever avx2 does; rpa_backend_best() never picks it. */
+static int runs_avx512(void) { return rpa_cpu_features()->avx2_fma; }
+#else
 static int runs_avx512(void) { return rpa_cpu_features()->avx512; }
+#endif
 #endif
 
 static const rpa_backend backends[] = {
@@ -46,8 +53,12 @@ const rpa_backend *rpa_backend_find(const char *name) {
 
 const rpa_backend *rpa_backend_best(void) {
   const rpa_backend *best = NULL;
-  for (int i = 0; i < NUM_BACKENDS; i++)
+  for (int i = 0; i < NUM_BACKENDS; i++) {
+#if RPA_EMULATE_AVX512
+    if (strcmp(backends[i].name, "avx512") == 0) continue; /* emulated */
+#endif
     if (backends[i].runs_here()) best = rpa_backend_at(i);
+  }
   return best;
 }
 
