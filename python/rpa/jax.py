@@ -121,8 +121,10 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
                            mask_value=None, q_scale=None, k_scale=None,
                            v_scale=None, use_causal_mask=True,
                            update_kv_cache=True, attention_sink=None,
-                           num_threads=None, isa=None):
-    """RPA v3's call as a JAX op: returns (out, updated_kv_cache).
+                           num_threads=None, isa=None, out_dtype=None,
+                           return_lse=False):
+    """RPA v3's call as a JAX op: returns (out, updated_kv_cache), and with
+    return_lse=True (out, updated_kv_cache, lse).
 
     queries [T, Hq, D] (float32, bfloat16, float16); keys, values [T, Hkv,
     D] in the cache dtype (None when update_kv_cache is False); kv_cache
@@ -144,6 +146,13 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     exactly, which is what any value that low gives, so only None or a value
     <= -1e30 is accepted. attention_sink: None or [Hq] float32 logits in the
     softmax denominator. num_threads, isa: which library context runs it.
+
+    out_dtype: None (queries' dtype, as upstream) or float32, bfloat16,
+    float16 (the output is rounded once, to it). return_lse: also return
+    the float32 log-sum-exp [T, Hq] of every row
+    (natural log, the sink included, as rpa.attention's), -inf on padding
+    rows: the state rpa.merge_states and the sharded merge
+    (rpa.jax.merge_states) combine across key sets.
     """
     if mask_value is not None:
         mv = _static_real("mask_value", mask_value)
@@ -158,6 +167,10 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
         raise ValueError(f"queries: dtype {queries.dtype} is not float32, "
                          "bfloat16 or float16")
     T, Hq, D = (int(n) for n in queries.shape)
+    out_dtype = queries.dtype if out_dtype is None else jnp.dtype(out_dtype)
+    if out_dtype not in _IO:
+        raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
+                         "or float16")
     kv_cache = jnp.asarray(kv_cache)
     if kv_cache.ndim not in (4, 5):
         raise ValueError(f"kv_cache: expected [num_pages, page_size, 2*Hkv, "
@@ -241,11 +254,11 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
         num_threads=np.int32(n),
         isa=isa or "")
 
-    call = jax.ffi.ffi_call(
-        _TARGET,
-        (jax.ShapeDtypeStruct(queries.shape, queries.dtype),
-         jax.ShapeDtypeStruct(kv_cache.shape, kv_cache.dtype)),
-        input_output_aliases={3: 1})
+    results = (jax.ShapeDtypeStruct(queries.shape, out_dtype),
+               jax.ShapeDtypeStruct(kv_cache.shape, kv_cache.dtype))
+    if return_lse:
+        results += (jax.ShapeDtypeStruct((T, Hq), jnp.float32),)
+    call = jax.ffi.ffi_call(_TARGET, results, input_output_aliases={3: 1})
 
     @jax.custom_batching.custom_vmap
     def op(*arrays):
