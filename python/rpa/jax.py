@@ -35,7 +35,8 @@ import numpy as np
 from . import _api
 from . import _lib
 
-__all__ = ["ragged_paged_attention", "library_path"]
+__all__ = ["ragged_paged_attention", "shard_attention", "merge_states",
+           "library_path"]
 
 _TARGET = "rpa_ragged_paged_attention"
 _IO = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -273,3 +274,136 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
 
     return op(queries, keys, values, kv_cache, kv_lens, page_indices,
               cu_q_lens, distribution, sinks)
+
+
+def shard_attention(queries, keys, values, kv_cache, kv_lens, page_indices,
+                    cu_q_lens, distribution, shard_start, shard_end, *,
+                    sm_scale=1.0, sliding_window=None, soft_cap=None,
+                    q_scale=None, k_scale=None, v_scale=None,
+                    update_kv_cache=True, num_threads=None, isa=None):
+    """One device's share of a context-parallel step: the attention of every
+    query row over this device's slice of the keys, as a partial state.
+    Returns (out float32 [T, Hq, D], updated kv_cache, lse float32 [T,
+    Hq]); rows that see no key of the slice have out 0 and lse -inf. Merge
+    the devices' states with merge_states (after a collective, e.g.
+    jax.lax.all_gather inside jax.shard_map) into the attention over every
+    key.
+
+    queries, keys, values, kv_lens, cu_q_lens, distribution: the whole
+    batch's (the same on every device), as for ragged_paged_attention.
+    kv_cache: this device's cache (4-D combined or 5-D packed);
+    page_indices [S, pps] (or flat): its page table, position c of sequence
+    i at local position c - shard_start[i]; shard_start, shard_end [S]
+    int32: the positions [start, end) of each sequence this device holds.
+    The slices of a sequence must partition [0, kv_len). The new tokens
+    whose positions lie in the slice are written into its pages (with
+    update_kv_cache; keys, values may be None otherwise); donate kv_cache
+    to have that happen in place.
+
+    Two calls of the op: the rows whose own position is in the slice, as the
+    last tokens of the slice (a causal call, the window as given); the rows
+    past it, each a one-token sequence over the keys of the slice it sees
+    (read-only; with a sliding window through a page-size-1 view of the
+    same cache). rpa.context_parallel's docstring has the details. Sinks
+    are not taken: merge them once (merge_states(..., sinks=)).
+    """
+    from .context_parallel import _plan
+    queries = _shape_of("queries", queries, 3)
+    T = int(queries.shape[0])
+    kv_cache = jnp.asarray(kv_cache)
+    kv_lens = _int32("kv_lens", kv_lens)
+    S = int(kv_lens.shape[0])
+    page_indices = _int32("page_indices", page_indices, (1, 2))
+    if S == 0 or page_indices.size % S:
+        raise ValueError(f"page_indices: {page_indices.size} entries for {S} "
+                         "sequences")
+    page_indices = page_indices.reshape(S, -1)
+    cu_q_lens = _int32("cu_q_lens", cu_q_lens)
+    start = _int32("shard_start", shard_start)
+    end = _int32("shard_end", shard_end)
+    for name, x, n in (("cu_q_lens", cu_q_lens, S + 1),
+                       ("shard_start", start, S), ("shard_end", end, S)):
+        if tuple(x.shape) != (n,):
+            raise ValueError(f"{name}: shape {tuple(x.shape)}, expected "
+                             f"{(n,)}")
+    n_seqs = (jnp.int32(S) if distribution is None
+              else _int32("distribution", distribution)[2])
+    window = _api._window(sliding_window) or None
+    ps = int(kv_cache.shape[1])
+    p = _plan(jnp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
+              ps, window)
+    common = dict(sm_scale=sm_scale, soft_cap=soft_cap, q_scale=q_scale,
+                  k_scale=k_scale, v_scale=v_scale, num_threads=num_threads,
+                  isa=isa, out_dtype=jnp.float32, return_lse=True)
+    update = bool(update_kv_cache)
+    src = p["own_src"]
+    own_out, kv_cache, own_lse = ragged_paged_attention(
+        queries[src], keys[src] if update else None,
+        values[src] if update else None, kv_cache, p["own_kv_lens"],
+        p["own_pages"], p["own_cu"], p["own_dist"],
+        sliding_window=sliding_window, update_kv_cache=update, **common)
+    shape = kv_cache.shape
+    if window is not None:  # the page-size-1 view: page id page * ps + slot
+        kv_cache = kv_cache.reshape((shape[0] * ps, 1) + shape[2:])
+    later_out, kv_cache, later_lse = ragged_paged_attention(
+        queries[p["later_src"]], None, None, kv_cache, p["later_kv_lens"],
+        p["later_pages"], p["later_cu"], p["later_dist"],
+        update_kv_cache=False, **common)
+    kv_cache = kv_cache.reshape(shape)
+    own, later = p["own"], p["later"]
+    own_out, own_lse = own_out[p["own_dst"]], own_lse[p["own_dst"]]
+    later_out = later_out[p["later_dst"]]
+    later_lse = later_lse[p["later_dst"]]
+    out = jnp.where(own[:, None, None], own_out,
+                    jnp.where(later[:, None, None], later_out, 0.0))
+    lse = jnp.where(own[:, None], own_lse,
+                    jnp.where(later[:, None], later_lse, -jnp.inf))
+    return out, kv_cache, lse
+
+
+def merge_states(outs, lses, *, sinks=None, out_dtype=None):
+    """Merges attention states over disjoint key sets, stacked on axis 0 (as
+    jax.lax.all_gather stacks the devices' shard_attention results): outs
+    [N, T, H, Dv], lses [N, T, H] float32 (-inf: an empty set). Returns
+    (out [T, H, Dv] in out_dtype (default outs' dtype), lse [T, H] float32),
+    the state over the union, computed in float32 and rounded once, by
+    docs/contract.md section 16's rule generalised to N states: m = max
+    lse, w_i = exp(lse_i - m), out = sum_i out_i * w_i / sum w, lse = m +
+    log(sum w); a state without weight is not read; every set empty: out 0,
+    lse -inf; a NaN lse, m = +inf, or a non-finite out row with weight: NaN.
+    It agrees with rpa.merge_states to float32 rounding (not bitwise: XLA's
+    exp and log are its own). sinks [H] float32: attention sinks, merged
+    once as a key of logit sinks[h] and a zero value row."""
+    outs = jnp.asarray(outs)
+    lses = jnp.asarray(lses, jnp.float32)
+    if outs.ndim != 4 or lses.shape != outs.shape[:3]:
+        raise ValueError(f"outs [N, T, H, Dv] and lses [N, T, H]: got "
+                         f"shapes {tuple(outs.shape)}, {tuple(lses.shape)}")
+    out_dtype = outs.dtype if out_dtype is None else jnp.dtype(out_dtype)
+    if out_dtype not in _IO:
+        raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
+                         "or float16")
+    o = outs.astype(jnp.float32)
+    if sinks is not None:
+        sinks = jnp.asarray(sinks, jnp.float32)
+        if sinks.shape != (outs.shape[2],):
+            raise ValueError(f"sinks: shape {tuple(sinks.shape)}, expected "
+                             f"{(outs.shape[2],)}")
+        o = jnp.concatenate([o, jnp.zeros_like(o[:1])])
+        lses = jnp.concatenate([lses, jnp.broadcast_to(sinks,
+                                                       lses.shape[1:])[None]])
+    m = jnp.max(lses, axis=0)                       # NaN if any is NaN
+    safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
+    w = jnp.where(lses == -jnp.inf, 0.0, jnp.exp(lses - safe_m))
+    total = jnp.sum(w, axis=0)
+    f = w / jnp.where(total > 0, total, 1.0)
+    weighted = (f > 0)[..., None]
+    out = jnp.sum(jnp.where(weighted, o * f[..., None], 0.0), axis=0)
+    bad = (jnp.isnan(m) | (m == jnp.inf) |
+           jnp.any(weighted & ~jnp.isfinite(o), axis=(0, 3)))
+    empty = m == -jnp.inf
+    out = jnp.where(bad[..., None], jnp.nan,
+                    jnp.where(empty[..., None], 0.0, out))
+    lse = jnp.where(bad, jnp.nan,
+                    jnp.where(empty, -jnp.inf, safe_m + jnp.log(total)))
+    return out.astype(out_dtype), lse
