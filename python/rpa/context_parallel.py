@@ -45,6 +45,32 @@ from . import _api
 __all__ = ["shard_attention", "merge_sinks"]
 
 
+def _partition(xp, first):
+    """A stable partition, the True entries of the bool vector first:
+    (src, dst), src[r] the entry at place r, dst[i] the place of entry i.
+    (cumsums and a scatter: XLA compiles them much faster than a sort)."""
+    n = first.shape[0]
+    i32 = xp.int32
+    dst = xp.where(first, xp.cumsum(first) - 1,
+                   xp.sum(first) + xp.cumsum(~first) - 1).astype(i32)
+    every = xp.arange(n, dtype=i32)
+    if xp is np:
+        src = np.empty(n, np.int32)
+        src[dst] = every
+    else:
+        src = xp.zeros(n, i32).at[dst].set(every, unique_indices=True)
+    return src, dst
+
+
+def _count_le(xp, bounds, x):
+    """For each x, how many of the non-decreasing bounds are <= it
+    (searchsorted, side "right"; jax.numpy's compare_all method compiles
+    faster than its default loop)."""
+    if xp is np:
+        return np.searchsorted(bounds, x, side="right")
+    return xp.searchsorted(bounds, x, side="right", method="compare_all")
+
+
 def _plan(xp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
           page_size, window):
     """The own and later calls of one device, from int32 arrays: kv_lens,
@@ -64,8 +90,7 @@ def _plan(xp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
     e = xp.where(computed, end, 0)
 
     # per query row: its sequence, position and kind on this device
-    sid = xp.minimum(xp.searchsorted(cu[1:], rows, side="right"),
-                     S - 1).astype(i32)
+    sid = xp.minimum(_count_le(xp, cu[1:], rows), S - 1).astype(i32)
     valid = rows < cu[S]
     pos = kv_lens[sid] - cu[sid + 1] + rows
     s_r, e_r = s[sid], e[sid]
@@ -77,19 +102,17 @@ def _plan(xp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
     # each with kv_len end - start and its own rows as the new tokens
     own_from = xp.maximum(s, first_pos)
     n_own = xp.where(computed, xp.maximum(e - own_from, 0), 0)
-    order = xp.argsort(n_own == 0, stable=True).astype(i32)
-    rank = xp.argsort(order, stable=True).astype(i32)
+    order, rank = _partition(xp, n_own > 0)
     cu_own = xp.concatenate([xp.zeros(1, i32),
                              xp.cumsum(n_own[order]).astype(i32)])
     num_own = xp.sum(n_own > 0).astype(i32)
     first_row = cu[:-1] + own_from - first_pos
-    j = xp.minimum(xp.searchsorted(cu_own[1:], rows, side="right"), S - 1)
+    j = xp.minimum(_count_le(xp, cu_own[1:], rows), S - 1)
     own_src = xp.clip(first_row[order[j]] + rows - cu_own[j], 0, T - 1)
     own_dst = xp.clip(cu_own[rank[sid]] + rows - first_row[sid], 0, T - 1)
 
     # later call: one one-token sequence per later row, those rows first
-    later_src = xp.argsort(~later, stable=True).astype(i32)
-    later_dst = xp.argsort(later_src, stable=True).astype(i32)
+    later_src, later_dst = _partition(xp, later)
     num_later = xp.sum(later).astype(i32)
     lsid = sid[later_src]
     later_kv = (e_r - lo)[later_src]
@@ -126,8 +149,12 @@ def _token_view(name, cache):
             f"through a page-size-1 view, which needs each page to be "
             f"page_size consecutive slots (page stride {sp} bytes, slot "
             f"stride {ss}): the combined and vLLM layouts are")
+    # through unsigned integers of the same size: as_strided goes through
+    # the array interface, which has no name for the fp8 dtypes
+    raw = cache.view(np.dtype(f"u{cache.dtype.itemsize}"))
     return np.lib.stride_tricks.as_strided(
-        cache, (P * ps, 1) + cache.shape[2:], (ss, ss) + cache.strides[2:])
+        raw, (P * ps, 1) + cache.shape[2:],
+        (ss, ss) + cache.strides[2:]).view(cache.dtype)
 
 
 def shard_attention(q, k, v, k_cache, v_cache, kv_lens, page_indices,
@@ -184,6 +211,9 @@ def shard_attention(q, k, v, k_cache, v_cache, kv_lens, page_indices,
                 f"{kv_lens[i]} is not 0 <= start <= end <= kv_len with at "
                 f"most {cap} positions (the page table's)")
     window = _api._window(sliding_window) or None
+    if window is not None:  # the later rows' page-size-1 view of the cache
+        views = (_token_view("k_cache", k_cache),
+                 None if v_cache is None else _token_view("v_cache", v_cache))
     Dv = head_dim_v or (v_cache.shape[3] if v_cache is not None
                         else q.shape[2])
     out = np.zeros((T, Hq, Dv), np.float32)
@@ -216,10 +246,7 @@ def shard_attention(q, k, v, k_cache, v_cache, kv_lens, page_indices,
     num = int(p["later_dist"][2])
     if num:
         sel = p["later_src"][:num]
-        kc, vc = k_cache, v_cache
-        if window is not None:
-            kc = _token_view("k_cache", k_cache)
-            vc = None if v_cache is None else _token_view("v_cache", v_cache)
+        kc, vc = (k_cache, v_cache) if window is None else views
         o, l = _api.attention(
             q[sel], None, None, kc, vc, p["later_kv_lens"][:num],
             np.ascontiguousarray(p["later_pages"][:num]),

@@ -36,7 +36,7 @@ from . import _api
 from . import _lib
 
 __all__ = ["ragged_paged_attention", "shard_attention", "merge_states",
-           "library_path"]
+           "merge_across", "library_path"]
 
 _TARGET = "rpa_ragged_paged_attention"
 _IO = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -361,49 +361,85 @@ def shard_attention(queries, keys, values, kv_cache, kv_lens, page_indices,
     return out, kv_cache, lse
 
 
-def merge_states(outs, lses, *, sinks=None, out_dtype=None):
-    """Merges attention states over disjoint key sets, stacked on axis 0 (as
-    jax.lax.all_gather stacks the devices' shard_attention results): outs
-    [N, T, H, Dv], lses [N, T, H] float32 (-inf: an empty set). Returns
-    (out [T, H, Dv] in out_dtype (default outs' dtype), lse [T, H] float32),
-    the state over the union, computed in float32 and rounded once, by
-    docs/contract.md section 16's rule generalised to N states: m = max
-    lse, w_i = exp(lse_i - m), out = sum_i out_i * w_i / sum w, lse = m +
-    log(sum w); a state without weight is not read; every set empty: out 0,
-    lse -inf; a NaN lse, m = +inf, or a non-finite out row with weight: NaN.
-    It agrees with rpa.merge_states to float32 rounding (not bitwise: XLA's
-    exp and log are its own). sinks [H] float32: attention sinks, merged
-    once as a key of logit sinks[h] and a zero value row."""
-    outs = jnp.asarray(outs)
-    lses = jnp.asarray(lses, jnp.float32)
-    if outs.ndim != 4 or lses.shape != outs.shape[:3]:
-        raise ValueError(f"outs [N, T, H, Dv] and lses [N, T, H]: got "
-                         f"shapes {tuple(outs.shape)}, {tuple(lses.shape)}")
-    out_dtype = outs.dtype if out_dtype is None else jnp.dtype(out_dtype)
-    if out_dtype not in _IO:
-        raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
-                         "or float16")
-    o = outs.astype(jnp.float32)
+def _merge(o, lses, sinks, out_dtype, reduce_max, reduce_sum):
+    """docs/contract.md section 16's merge over N states, the N being what
+    reduce_max / reduce_sum reduce over (an axis, or devices)."""
+    m = reduce_max(lses)                      # NaN if any lse is NaN
     if sinks is not None:
-        sinks = jnp.asarray(sinks, jnp.float32)
-        if sinks.shape != (outs.shape[2],):
-            raise ValueError(f"sinks: shape {tuple(sinks.shape)}, expected "
-                             f"{(outs.shape[2],)}")
-        o = jnp.concatenate([o, jnp.zeros_like(o[:1])])
-        lses = jnp.concatenate([lses, jnp.broadcast_to(sinks,
-                                                       lses.shape[1:])[None]])
-    m = jnp.max(lses, axis=0)                       # NaN if any is NaN
+        m = jnp.maximum(m, sinks)
     safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
     w = jnp.where(lses == -jnp.inf, 0.0, jnp.exp(lses - safe_m))
-    total = jnp.sum(w, axis=0)
+    total = reduce_sum(w)
+    if sinks is not None:
+        total = total + jnp.where(sinks == -jnp.inf, 0.0,
+                                  jnp.exp(sinks - safe_m))
     f = w / jnp.where(total > 0, total, 1.0)
     weighted = (f > 0)[..., None]
-    out = jnp.sum(jnp.where(weighted, o * f[..., None], 0.0), axis=0)
+    out = reduce_sum(jnp.where(weighted, o * f[..., None], 0.0))
+    # a state with weight whose out row is not finite: the row is NaN
+    broken = jnp.any(weighted & ~jnp.isfinite(o), axis=-1)
     bad = (jnp.isnan(m) | (m == jnp.inf) |
-           jnp.any(weighted & ~jnp.isfinite(o), axis=(0, 3)))
+           (reduce_sum(broken.astype(jnp.float32)) > 0))
     empty = m == -jnp.inf
     out = jnp.where(bad[..., None], jnp.nan,
                     jnp.where(empty[..., None], 0.0, out))
     lse = jnp.where(bad, jnp.nan,
                     jnp.where(empty, -jnp.inf, safe_m + jnp.log(total)))
     return out.astype(out_dtype), lse
+
+
+def _merge_args(out, lse, sinks, out_dtype, state_ndim):
+    out = jnp.asarray(out)
+    lse = jnp.asarray(lse, jnp.float32)
+    if out.ndim != state_ndim + 1 or lse.shape != out.shape[:-1]:
+        return None
+    out_dtype = out.dtype if out_dtype is None else jnp.dtype(out_dtype)
+    if out_dtype not in _IO:
+        raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
+                         "or float16")
+    if sinks is not None:
+        sinks = jnp.asarray(sinks, jnp.float32)
+        if sinks.shape != (out.shape[-2],):
+            raise ValueError(f"sinks: shape {tuple(sinks.shape)}, expected "
+                             f"{(out.shape[-2],)}")
+    return out, lse, sinks, out_dtype
+
+
+def merge_states(outs, lses, *, sinks=None, out_dtype=None):
+    """Merges attention states over disjoint key sets, stacked on axis 0
+    (as jax.lax.all_gather stacks the devices' shard_attention results):
+    outs [N, T, H, Dv], lses [N, T, H] float32 (-inf: an empty set).
+    Returns (out [T, H, Dv] in out_dtype (default outs' dtype), lse [T, H]
+    float32): the state over the union, in float32, rounded once, by
+    docs/contract.md section 16's rule over N states: m = max lse, w_i =
+    exp(lse_i - m), out = sum_i out_i * w_i / sum w, lse = m + log(sum w);
+    a state without weight is not read; every set empty: out 0, lse -inf;
+    a NaN lse, m = +inf, or a non-finite out row with weight: a NaN row. It
+    agrees with rpa.merge_states to float32 rounding (not bitwise: XLA's
+    exp and log are its own). sinks [H] float32: attention sinks, merged
+    once, as a key of logit sinks[h] whose value row is zero."""
+    got = _merge_args(outs, lses, sinks, out_dtype, 3)
+    if got is None:
+        raise ValueError(f"outs [N, T, H, Dv] and lses [N, T, H]: got shapes "
+                         f"{tuple(jnp.shape(outs))}, {tuple(jnp.shape(lses))}")
+    outs, lses, sinks, out_dtype = got
+    return _merge(outs.astype(jnp.float32), lses, sinks, out_dtype,
+                  lambda x: jnp.max(x, axis=0),
+                  lambda x: jnp.sum(x, axis=0))
+
+
+def merge_across(out, lse, axis_name, *, sinks=None, out_dtype=None):
+    """merge_states over the devices of a mesh axis, inside jax.shard_map:
+    each device passes its own state (out [T, H, Dv], lse [T, H], e.g. its
+    shard_attention result) and gets the merged one, the same on every
+    device of the axis (jax.lax.pmax and psum: an all-reduce of [T, H, Dv]
+    float32, no gathered copy of every state). Same rules and sinks as
+    merge_states; agrees with it to float32 rounding."""
+    got = _merge_args(out, lse, sinks, out_dtype, 2)
+    if got is None:
+        raise ValueError(f"out [T, H, Dv] and lse [T, H]: got shapes "
+                         f"{tuple(jnp.shape(out))}, {tuple(jnp.shape(lse))}")
+    out, lse, sinks, out_dtype = got
+    return _merge(out.astype(jnp.float32), lse, sinks, out_dtype,
+                  lambda x: jax.lax.pmax(x, axis_name),
+                  lambda x: jax.lax.psum(x, axis_name))
