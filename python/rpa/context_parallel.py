@@ -71,19 +71,31 @@ def _count_le(xp, bounds, x):
     return xp.searchsorted(bounds, x, side="right", method="compare_all")
 
 
+def _taker(xp):
+    """a[idx] for indices known to be in bounds (jax.numpy: without the
+    wrap-around of negative indices and the clamping, which cost compile
+    time)."""
+    if xp is np:
+        return lambda a, idx: a[idx]
+    return lambda a, idx: a.at[idx].get(mode="promise_in_bounds",
+                                        wrap_negative_indices=False)
+
+
 def _plan(xp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
           page_size, window):
     """The own and later calls of one device, from int32 arrays: kv_lens,
     start, end [S], cu_q_lens [S + 1], page_indices [S, pps]; n_seqs the
     number of computed sequences (distribution[2] or S); window None or
-    W > 0. Returns a dict of index arrays (all int32 or bool), see below."""
+    W > 0. Returns a dict of index arrays (int32, and bool row kinds)."""
     S = kv_lens.shape[0]
     pps = page_indices.shape[1]
     i32 = xp.int32
+    take = _taker(xp)
+    n_seqs = xp.clip(n_seqs, 0, S)
     rows = xp.arange(T, dtype=i32)
     computed = xp.arange(S, dtype=i32) < n_seqs
     # cu_q_lens held at cu[n_seqs] past the computed sequences: q_len 0
-    cu = cu_q_lens[xp.minimum(xp.arange(S + 1, dtype=i32), n_seqs)]
+    cu = take(cu_q_lens, xp.minimum(xp.arange(S + 1, dtype=i32), n_seqs))
     q_len = cu[1:] - cu[:-1]
     first_pos = kv_lens - q_len
     s = xp.where(computed, start, 0)
@@ -92,8 +104,8 @@ def _plan(xp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
     # per query row: its sequence, position and kind on this device
     sid = xp.minimum(_count_le(xp, cu[1:], rows), S - 1).astype(i32)
     valid = rows < cu[S]
-    pos = kv_lens[sid] - cu[sid + 1] + rows
-    s_r, e_r = s[sid], e[sid]
+    pos = take(kv_lens - cu[1:], sid) + rows
+    s_r, e_r = take(s, sid), take(e, sid)
     own = valid & (s_r <= pos) & (pos < e_r)
     lo = s_r if window is None else xp.maximum(s_r, pos - window + 1)
     later = valid & (pos >= e_r) & (lo < e_r)
@@ -104,38 +116,40 @@ def _plan(xp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
     n_own = xp.where(computed, xp.maximum(e - own_from, 0), 0)
     order, rank = _partition(xp, n_own > 0)
     cu_own = xp.concatenate([xp.zeros(1, i32),
-                             xp.cumsum(n_own[order]).astype(i32)])
+                             xp.cumsum(take(n_own, order)).astype(i32)])
     num_own = xp.sum(n_own > 0).astype(i32)
     first_row = cu[:-1] + own_from - first_pos
     j = xp.minimum(_count_le(xp, cu_own[1:], rows), S - 1)
-    own_src = xp.clip(first_row[order[j]] + rows - cu_own[j], 0, T - 1)
-    own_dst = xp.clip(cu_own[rank[sid]] + rows - first_row[sid], 0, T - 1)
+    own_src = xp.clip(take(take(first_row, order) - cu_own[:-1], j) + rows,
+                      0, T - 1)
+    own_dst = xp.clip(take(take(cu_own, rank) - first_row, sid) + rows,
+                      0, T - 1)
 
-    # later call: one one-token sequence per later row, those rows first
-    later_src, later_dst = _partition(xp, later)
-    num_later = xp.sum(later).astype(i32)
-    lsid = sid[later_src]
-    later_kv = (e_r - lo)[later_src]
+    # later call: every row a one-token sequence (cu_q_lens 0, 1, ..., T):
+    # a later row over the keys of the slice it sees, any other row a
+    # stand-in of one key at page 0 (computed and dropped: cheaper than
+    # compacting the later rows)
+    later_kv = xp.where(later, e_r - lo, 1)
     if window is None:
-        later_pages = page_indices[lsid]
+        later_pages = xp.where(later[:, None], take(page_indices, sid), 0)
     else:
         width = min(int(window), pps * page_size)
-        x = (lo - s_r)[later_src][:, None] + xp.arange(width, dtype=i32)
+        x = (lo - s_r)[:, None] + xp.arange(width, dtype=i32)
         x = xp.clip(x, 0, pps * page_size - 1)
-        later_pages = (page_indices[lsid[:, None], x // page_size] *
-                       page_size + x % page_size)
+        later_pages = xp.where(
+            later[:, None],
+            take(page_indices.reshape(-1), sid[:, None] * pps +
+                 x // page_size) * page_size + x % page_size, 0)
     return dict(
         own=own, later=later,
         own_src=own_src.astype(i32), own_dst=own_dst.astype(i32),
-        own_kv_lens=(e - s)[order].astype(i32),
-        own_pages=page_indices[order],
+        own_kv_lens=take(e - s, order).astype(i32),
+        own_pages=take(page_indices, order),
         own_cu=cu_own,
         own_dist=xp.stack([xp.zeros((), i32), xp.zeros((), i32), num_own]),
-        later_src=later_src, later_dst=later_dst,
         later_kv_lens=later_kv.astype(i32),
         later_pages=later_pages.astype(i32),
-        later_cu=xp.arange(T + 1, dtype=i32),
-        later_dist=xp.stack([num_later, num_later, num_later]))
+        later_cu=xp.arange(T + 1, dtype=i32))
 
 
 def _token_view(name, cache):
@@ -243,14 +257,15 @@ def shard_attention(q, k, v, k_cache, v_cache, kv_lens, page_indices,
         out[own] = o[:n_rows][p["own_dst"][own]]
         lse[own] = l[:n_rows][p["own_dst"][own]]
 
-    num = int(p["later_dist"][2])
-    if num:
-        sel = p["later_src"][:num]
+    sel = np.flatnonzero(p["later"])
+    if sel.size:  # NumPy compacts: only the later rows
+        n = sel.size
         kc, vc = (k_cache, v_cache) if window is None else views
         o, l = _api.attention(
-            q[sel], None, None, kc, vc, p["later_kv_lens"][:num],
-            np.ascontiguousarray(p["later_pages"][:num]),
-            p["later_cu"][:num + 1], update_kv_cache=False, **common)
+            q[sel], None, None, kc, vc, p["later_kv_lens"][sel],
+            np.ascontiguousarray(p["later_pages"][sel]),
+            np.arange(n + 1, dtype=np.int32), update_kv_cache=False,
+            **common)
         out[sel] = o
         lse[sel] = l
     return out, lse

@@ -307,7 +307,7 @@ def shard_attention(queries, keys, values, kv_cache, kv_lens, page_indices,
     same cache). rpa.context_parallel's docstring has the details. Sinks
     are not taken: merge them once (merge_states(..., sinks=)).
     """
-    from .context_parallel import _plan
+    from .context_parallel import _plan, _taker
     queries = _shape_of("queries", queries, 3)
     T = int(queries.shape[0])
     kv_cache = jnp.asarray(kv_cache)
@@ -337,23 +337,22 @@ def shard_attention(queries, keys, values, kv_cache, kv_lens, page_indices,
                   isa=isa, out_dtype=jnp.float32, return_lse=True)
     update = bool(update_kv_cache)
     src = p["own_src"]
+    take = _taker(jnp)
     own_out, kv_cache, own_lse = ragged_paged_attention(
-        queries[src], keys[src] if update else None,
-        values[src] if update else None, kv_cache, p["own_kv_lens"],
+        take(queries, src), take(keys, src) if update else None,
+        take(values, src) if update else None, kv_cache, p["own_kv_lens"],
         p["own_pages"], p["own_cu"], p["own_dist"],
         sliding_window=sliding_window, update_kv_cache=update, **common)
     shape = kv_cache.shape
     if window is not None:  # the page-size-1 view: page id page * ps + slot
         kv_cache = kv_cache.reshape((shape[0] * ps, 1) + shape[2:])
     later_out, kv_cache, later_lse = ragged_paged_attention(
-        queries[p["later_src"]], None, None, kv_cache, p["later_kv_lens"],
-        p["later_pages"], p["later_cu"], p["later_dist"],
-        update_kv_cache=False, **common)
+        queries, None, None, kv_cache, p["later_kv_lens"], p["later_pages"],
+        p["later_cu"], None, update_kv_cache=False, **common)
     kv_cache = kv_cache.reshape(shape)
     own, later = p["own"], p["later"]
-    own_out, own_lse = own_out[p["own_dst"]], own_lse[p["own_dst"]]
-    later_out = later_out[p["later_dst"]]
-    later_lse = later_lse[p["later_dst"]]
+    own_out, own_lse = take(own_out, p["own_dst"]), take(own_lse,
+                                                          p["own_dst"])
     out = jnp.where(own[:, None, None], own_out,
                     jnp.where(later[:, None, None], later_out, 0.0))
     lse = jnp.where(own[:, None], own_lse,

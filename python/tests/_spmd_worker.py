@@ -30,6 +30,7 @@ import gc
 import os
 import pickle
 import sys
+import time
 
 
 def parse():
@@ -52,6 +53,7 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 
 import numpy as np  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 MULTI = ARGS.num_processes > 1
@@ -83,10 +85,15 @@ import rpa.jax as rj  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
 
-def put(mesh, spec, a):
+def put(mesh, spec, a, owned=False):
+    """A global array from the full NumPy one. owned: copied into buffers of
+    XLA's own; on CPU a 64-byte aligned NumPy array may otherwise be used in
+    place (zero copy), and such a buffer cannot be donated (XLA copies
+    it), as an engine's cache, allocated by XLA, always can."""
     a = np.asarray(a)
-    return jax.make_array_from_callback(a.shape, NamedSharding(mesh, spec),
-                                        lambda idx: a[idx])
+    x = jax.make_array_from_callback(a.shape, NamedSharding(mesh, spec),
+                                     lambda idx: a[idx])
+    return jax.jit(jnp.copy)(x) if owned else x
 
 
 def fetch(x):
@@ -135,7 +142,7 @@ def run_tp(case, x):
     names = ["q", "k", "v", "cache", "kv_lens", "pages", "cu", "dist"]
     if has_sinks:
         names.append("sinks")
-    args = [put(mesh, specs[n], x[n]) for n in names]
+    args = [put(mesh, specs[n], x[n], owned=n == "cache") for n in names]
     before = local_addresses(args[3])
     out, cache = step(*args)
     jax.block_until_ready((out, cache))
@@ -175,7 +182,8 @@ def run_cp(case, x):
             x["end"], x["kv_lens"], x["cu"], x["dist"]]
     if has_sinks:
         vals.append(x["sinks"])
-    args = [put(mesh, s, a) for s, a in zip(in_specs, vals)]
+    args = [put(mesh, s, a, owned=i == 3)
+            for i, (s, a) in enumerate(zip(in_specs, vals))]
     before = local_addresses(args[3])
     res = step(*args)
     jax.block_until_ready(res)
@@ -217,7 +225,9 @@ def main():
     for case in cases:
         with open(os.path.join(ARGS.dir, case["name"] + ".in.pkl"), "rb") as f:
             x = pickle.load(f)
+        t0 = time.monotonic()
         res = runs[case["kind"]](case, x)
+        print(f"{case['name']}: {time.monotonic() - t0:.2f} s", flush=True)
         res["devices"] = jax.device_count()
         res["processes"] = jax.process_count()
         if ARGS.process_id == 0:
