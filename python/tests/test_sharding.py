@@ -251,24 +251,24 @@ def test_numpy_bad_slices():
 
 # ---- context parallel, rpa.jax on one device ------------------------------
 
-@pytest.mark.parametrize("mask", ["causal", "window11"])
-def test_jax_slice_equals_numpy_slice(mask):
+@pytest.mark.parametrize("mask,kv_dtype,split", [
+    ("causal", E4M3, "random"), ("window11", BF16, "in_new")])
+def test_jax_slice_equals_numpy_slice(mask, kv_dtype, split):
+    """On one device, under jit (the worker's tests do it on four)."""
     rng = np.random.default_rng(31)
     kw = dict(sm_scale=0.3, soft_cap=5.0, **MASKS[mask])
-    for kv_dtype, split in ((BF16, "in_new"), (E4M3, "random"),
-                            (F32, "empty_ends")):
-        b = CPBatch(rng, [1, 7, 20, 1], [44, 30, 33, 9], 4, q_dtype=BF16,
-                    kv_dtype=kv_dtype, cuts=split)
-        outs, lses, caches = numpy_slices(b, **kw)
-        dist = np.array([0, 0, b.S], np.int32)
-        f = jax.jit(lambda *a: rj.shard_attention(*a, **kw))
-        for d in range(4):
-            o, c, l = f(b.q, b.k, b.v, b.dev_cache[d], b.kv_lens,
-                        b.dev_pages[d], b.cu_q_lens, dist, b.start[d],
-                        b.end[d])
-            assert np.array_equal(bits(np.asarray(o)), bits(outs[d])), d
-            assert np.array_equal(bits(np.asarray(l)), bits(lses[d])), d
-            assert np.array_equal(bits(np.asarray(c)), bits(caches[d])), d
+    b = CPBatch(rng, [1, 7, 20, 1], [44, 30, 33, 9], 4, q_dtype=BF16,
+                kv_dtype=kv_dtype, cuts=split)
+    outs, lses, caches = numpy_slices(b, **kw)
+    dist = np.array([0, 0, b.S], np.int32)
+    f = jax.jit(lambda *a: rj.shard_attention(*a, **kw))
+    for d in range(4):
+        o, c, l = f(b.q, b.k, b.v, b.dev_cache[d], b.kv_lens,
+                    b.dev_pages[d], b.cu_q_lens, dist, b.start[d],
+                    b.end[d])
+        assert np.array_equal(bits(np.asarray(o)), bits(outs[d])), d
+        assert np.array_equal(bits(np.asarray(l)), bits(lses[d])), d
+        assert np.array_equal(bits(np.asarray(c)), bits(caches[d])), d
 
 
 def test_jax_merge_states():
@@ -532,9 +532,11 @@ def test_context_parallel_merges_to_the_unsplit_call(spmd, case):
 # two processes, two devices each: the same steps on the four devices of a
 # mesh across both, joined over loopback
 MP_TP = [c for c in TP_CASES if c["name"] in (
-    "tp-bf16-e4m3-mixed", "tp-f32-f32-prefill", "tp-all-features")]
+    "tp-bfloat16-float8_e4m3fn-mixed", "tp-float32-float32-prefill",
+    "tp-all-features")]
 MP_CP = [c for c in CP_CASES if c["name"] in (
     "cp-bf16-bf16-window", "tpcp-bf16-bf16-window-sinks")]
+assert len(MP_TP) == 3 and len(MP_CP) == 2
 
 
 def loopback(addr):
