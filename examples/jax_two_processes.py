@@ -10,7 +10,8 @@ rpa.jax inside jax.shard_map over the four devices of both: q and KV heads
 split four ways, each process computing its devices' heads. Process 0
 gathers the output from both (a cross-process collective) and checks it
 against the same step on one of its devices: bit for bit. The parent waits
-at most 120 s and kills what is left; exits 1 if a check fails.
+at most 120 s and kills what is left (a worker ends itself after
+150 s); exits 1 if a check fails.
 """
 import functools
 import os
@@ -24,6 +25,8 @@ def launch():
     with socket.socket() as s:               # a free port on loopback
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # stopped from outside (SIGTERM): still stop the workers, below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     procs = [subprocess.Popen([sys.executable, __file__, "--process", str(i),
                                str(port)], start_new_session=True)
              for i in range(2)]
@@ -41,6 +44,7 @@ def launch():
 
 
 def worker(pid, port):
+    signal.alarm(150)   # never outlive the parent's wait by much
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_force_host_platform_device_count=2")
     os.environ["JAX_PLATFORMS"] = "cpu"

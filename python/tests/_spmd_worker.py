@@ -29,6 +29,7 @@ import argparse
 import gc
 import os
 import pickle
+import signal
 import sys
 import time
 
@@ -40,10 +41,12 @@ def parse():
     ap.add_argument("--process-id", type=int, default=0)
     ap.add_argument("--num-processes", type=int, default=1)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--timeout", type=int, default=600)
     return ap.parse_args()
 
 
 ARGS = parse()
+signal.alarm(ARGS.timeout)  # ends this process even if the test is gone
 # before jax is imported: this process's CPU devices
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            f" --xla_force_host_platform_device_count="

@@ -326,7 +326,8 @@ def run_workers(tmp, cases, inputs, devices, processes=1, timeout=300):
     for c in cases:
         with open(tmp / (c["name"] + ".in.pkl"), "wb") as f:
             pickle.dump(inputs[c["name"]], f)
-    cmd = [sys.executable, WORKER, str(tmp), "--devices", str(devices)]
+    cmd = [sys.executable, WORKER, str(tmp), "--devices", str(devices),
+           "--timeout", str(timeout + 30)]
     if processes > 1:
         cmd += ["--num-processes", str(processes), "--port", str(free_port())]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
