@@ -372,13 +372,13 @@ TP_CASES = ([dict(name=f"tp-{name(q)}-{name(kv)}-{kind}", q=q, kv=kv,
                   kind=kind, mesh=4, kw={}) for q in IO_DTYPES
              for kv in KV_DTYPES for kind in TP_KINDS] +
             [dict(name="tp-all-features", q=BF16, kv=BF16, kind="mixed",
-                  mesh=4, sinks=True,
+                  mesh=4, sinks=True, plain_jit=True,
                   kw=dict(sliding_window=9, soft_cap=4.0, k_scale=1.5,
                           v_scale=0.5, q_scale=0.25)),
              dict(name="tp-non-causal", q=F16, kv=F16, kind="mixed", mesh=2,
                   kw=dict(use_causal_mask=False)),
              dict(name="tp-5d-cache", q=BF16, kv=E4M3, kind="mixed", mesh=2,
-                  kw={}, five_d=True)] +
+                  kw={}, five_d=True, plain_jit=True)] +
             [dict(name=f"tp-isa-{isa}", q=F32, kv=BF16, kind="mixed", mesh=4,
                   kw=dict(isa=isa, num_threads=1)) for isa in ISAS])
 
@@ -455,7 +455,7 @@ def worker_cases(tp_cases, cp_cases):
     for c in tp_cases:
         x, kw = tp_batch(c)
         cases.append(dict(name=c["name"], kind="tp", mesh=(c["mesh"],),
-                          kwargs=kw))
+                          kwargs=kw, plain_jit=c.get("plain_jit", False)))
         inputs[c["name"]] = x
         refs[c["name"]] = (x, kw)
     for c in cp_cases:
@@ -492,6 +492,9 @@ def check_tp(res, x, kw, what):
     assert np.array_equal(bits(res["cache"]), bits(np.asarray(want_cache))), (
         f"{what}: the cache differs from the single-device call's")
     assert not np.array_equal(bits(res["cache"]), bits(x["cache"]))
+    if "plain_out" in res:  # plain jit on the sharded arrays: gathered
+        assert np.array_equal(bits(res["plain_out"]), bits(res["out"]))
+        assert np.array_equal(bits(res["plain_cache"]), bits(res["cache"]))
     assert res["donated"] and res["in_place"], (
         f"{what}: a device's cache moved (donated: {res['donated']}, in "
         f"place: {res['in_place']})")
@@ -502,6 +505,7 @@ def test_tensor_parallel_equals_one_device(spmd, case):
     results, refs = spmd
     res = results[case["name"]]
     assert res["devices"] == 4 and res["processes"] == 1
+    assert ("plain_out" in res) == bool(case.get("plain_jit"))
     x, kw = refs[case["name"]]
     check_tp(res, x, kw, case["name"])
 
