@@ -5,9 +5,9 @@ device a contiguous slice ``[start_i, end_i)`` of every sequence ``i``'s
 positions, held in that device's own pages (local position ``c - start_i``
 in its page table). Every device computes, for every query row, the
 attention over the keys of its slice that the row may see, as a partial
-state (float32 out, lse); merging the devices' states (``rpa.merge_states``,
-or ``rpa.jax.merge_states`` after a collective) gives the attention over all
-keys, to float32 rounding. The slices of a sequence must partition
+state (float32 out, lse); merging the devices' states (``rpa.merge_states``;
+in JAX ``rpa.jax.merge_across`` inside shard_map, or ``rpa.jax.merge_states``
+after a gather) gives the attention over all keys, to float32 rounding. The slices of a sequence must partition
 ``[0, kv_len_i)``; a slice may be empty (``start == end``).
 
 rpa's contract puts a sequence's new tokens at the end of its keys, so a
@@ -26,7 +26,9 @@ kv_len)``, each query row is one of three kinds:
   sequence sees all its keys) in a second, read-only (KV-share) call. With a
   window its first key need not start a page, so that call reads the cache
   through a page-size-1 view of the same buffer (page id ``page * page_size
-  + slot``; no copy) and a per-row table of at most ``W`` entries.
+  + slot``; no copy) and a per-row table of at most ``W`` entries. (NumPy
+  passes only the later rows; JAX, with static shapes, passes every row,
+  the others as one-key stand-ins whose results are dropped.)
 - **none** (``p < start``, or a window that ends before the slice): no key
   of the slice is visible: the empty state, out 0 and lse ``-inf``, the
   identity of the merge.
@@ -47,8 +49,8 @@ __all__ = ["shard_attention", "merge_sinks"]
 
 def _partition(xp, first):
     """A stable partition, the True entries of the bool vector first:
-    (src, dst), src[r] the entry at place r, dst[i] the place of entry i.
-    (cumsums and a scatter: XLA compiles them much faster than a sort)."""
+    (src, dst), src[r] the entry at place r, dst[i] the place of entry i
+    (cumsums and a scatter, no sort)."""
     n = first.shape[0]
     i32 = xp.int32
     dst = xp.where(first, xp.cumsum(first) - 1,

@@ -14,6 +14,13 @@ C handler on XLA's FFI C API, shipped as librpa_jax.so next to librpa.so).
   without donation XLA copies the cache first, so the call stays functional.
 - Results are bitwise those of the NumPy call on the same inputs, kernel set
   and thread count.
+- ``return_lse=True`` adds the float32 log-sum-exp of every row, and
+  ``out_dtype`` sets the output's dtype: a partial state to merge
+  (``merge_states``, ``merge_across``).
+- Sharded: inside ``jax.shard_map`` each device runs the op on its shard
+  (heads split: tensor parallel, bitwise the one-device call);
+  ``shard_attention`` is one device's slice of every sequence's keys
+  (context parallel), see rpa.context_parallel and docs/integration.md.
 - ``jax.vmap`` is refused (the batch is already ragged: put more sequences
   in it). There is no autodiff: the op is for inference.
 - Errors: a shape or static argument that is wrong raises ValueError when
