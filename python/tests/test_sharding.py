@@ -252,7 +252,8 @@ def test_numpy_bad_slices():
 # ---- context parallel, rpa.jax on one device ------------------------------
 
 @pytest.mark.parametrize("mask,kv_dtype,split", [
-    ("causal", E4M3, "random"), ("window11", BF16, "in_new")])
+    ("causal", E4M3, "random"), ("window11", BF16, "in_new")],
+    ids=["causal-e4m3-random", "window11-bf16-in_new"])
 def test_jax_slice_equals_numpy_slice(mask, kv_dtype, split):
     """On one device, under jit (the worker's tests do it on four)."""
     rng = np.random.default_rng(31)
