@@ -394,11 +394,13 @@ def _merge(o, lses, sinks, out_dtype, reduce_max, reduce_sum):
     return out.astype(out_dtype), lse
 
 
-def _merge_args(out, lse, sinks, out_dtype, state_ndim):
+def _merge_args(out, lse, sinks, out_dtype, state_ndim, shapes):
+    """Checked and converted (float32 out and lse, sinks, out_dtype)."""
     out = jnp.asarray(out)
     lse = jnp.asarray(lse, jnp.float32)
     if out.ndim != state_ndim + 1 or lse.shape != out.shape[:-1]:
-        return None
+        raise ValueError(f"{shapes}: got shapes {tuple(out.shape)}, "
+                         f"{tuple(lse.shape)}")
     out_dtype = out.dtype if out_dtype is None else jnp.dtype(out_dtype)
     if out_dtype not in _IO:
         raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
@@ -408,7 +410,7 @@ def _merge_args(out, lse, sinks, out_dtype, state_ndim):
         if sinks.shape != (out.shape[-2],):
             raise ValueError(f"sinks: shape {tuple(sinks.shape)}, expected "
                              f"{(out.shape[-2],)}")
-    return out, lse, sinks, out_dtype
+    return out.astype(jnp.float32), lse, sinks, out_dtype
 
 
 def merge_states(outs, lses, *, sinks=None, out_dtype=None):
@@ -424,13 +426,9 @@ def merge_states(outs, lses, *, sinks=None, out_dtype=None):
     agrees with rpa.merge_states to float32 rounding (not bitwise: XLA's
     exp and log are its own). sinks [H] float32: attention sinks, merged
     once, as a key of logit sinks[h] whose value row is zero."""
-    got = _merge_args(outs, lses, sinks, out_dtype, 3)
-    if got is None:
-        raise ValueError(f"outs [N, T, H, Dv] and lses [N, T, H]: got shapes "
-                         f"{tuple(jnp.shape(outs))}, {tuple(jnp.shape(lses))}")
-    outs, lses, sinks, out_dtype = got
-    return _merge(outs.astype(jnp.float32), lses, sinks, out_dtype,
-                  lambda x: jnp.max(x, axis=0),
+    args = _merge_args(outs, lses, sinks, out_dtype, 3,
+                       "outs [N, T, H, Dv] and lses [N, T, H]")
+    return _merge(*args, lambda x: jnp.max(x, axis=0),
                   lambda x: jnp.sum(x, axis=0))
 
 
@@ -441,11 +439,7 @@ def merge_across(out, lse, axis_name, *, sinks=None, out_dtype=None):
     device of the axis (jax.lax.pmax and psum: an all-reduce of [T, H, Dv]
     float32, no gathered copy of every state). Same rules and sinks as
     merge_states; agrees with it to float32 rounding."""
-    got = _merge_args(out, lse, sinks, out_dtype, 2)
-    if got is None:
-        raise ValueError(f"out [T, H, Dv] and lse [T, H]: got shapes "
-                         f"{tuple(jnp.shape(out))}, {tuple(jnp.shape(lse))}")
-    out, lse, sinks, out_dtype = got
-    return _merge(out.astype(jnp.float32), lse, sinks, out_dtype,
-                  lambda x: jax.lax.pmax(x, axis_name),
+    args = _merge_args(out, lse, sinks, out_dtype, 2,
+                       "out [T, H, Dv] and lse [T, H]")
+    return _merge(*args, lambda x: jax.lax.pmax(x, axis_name),
                   lambda x: jax.lax.psum(x, axis_name))
