@@ -291,6 +291,11 @@ python_stage() {
   # them, with the package just installed (a few seconds).
   run_example "python_numpy.py" "$venv/bin/python" examples/python_numpy.py
   run_example "jax_decode.py" env JAX_PLATFORMS=cpu "$venv/bin/python" examples/jax_decode.py
+  # Sharded (docs/integration.md, "Sharding"): four CPU devices in one
+  # process, and two processes over loopback (each run bounded in time).
+  run_example "jax_tensor_parallel.py" timeout 300 env JAX_PLATFORMS=cpu "$venv/bin/python" examples/jax_tensor_parallel.py
+  run_example "context_parallel.py" timeout 300 env JAX_PLATFORMS=cpu "$venv/bin/python" examples/context_parallel.py
+  run_example "jax_two_processes.py" timeout 300 env JAX_PLATFORMS=cpu "$venv/bin/python" examples/jax_two_processes.py
   run_example "README.md's Python snippet" "$venv/bin/python" -c \
     "$(awk '/^```python$/ { on = 1; next } /^```$/ { on = 0 } on' README.md)"
 }

@@ -15,6 +15,11 @@
    - runs rpa_attention on a context from a pool, and on an error returns
      the library's message as an XLA INVALID_ARGUMENT error.
 
+   Results: out and the cache, and, when rpa.jax asks for it
+   (return_lse=True), a third: the float32 log-sum-exp [T, Hq] of every row
+   (-inf on padding rows past the computed sequences: the empty state, which
+   a merge of attention states leaves out).
+
    The cache result aliases the cache argument (rpa.jax passes
    input_output_aliases), so XLA hands the handler one buffer for both and
    the fused KV write goes straight into it: XLA copies the input there
@@ -28,6 +33,7 @@
    ran at the same time, each used by one thread at a time, and no context
    per XLA worker thread that ran the op once. The pool is freed at process
    exit. */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,7 +56,9 @@ enum {
   ARG_QUERIES, ARG_KEYS, ARG_VALUES, ARG_KV_CACHE, ARG_KV_LENS,
   ARG_PAGE_INDICES, ARG_CU_Q_LENS, ARG_DISTRIBUTION, ARG_SINKS, NUM_ARGS
 };
-enum { RET_OUT, RET_KV_CACHE, NUM_RETS };
+enum { RET_OUT, RET_KV_CACHE, RET_LSE, NUM_RETS };
+/* Without the log-sum-exp: the first two results only. */
+enum { NUM_RETS_NO_LSE = RET_LSE };
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -280,14 +288,16 @@ XLA_FFI_Error *rpa_jax_ragged_paged_attention(XLA_FFI_CallFrame *frame) {
   if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE)
     FAIL("called at execution stage %d, only EXECUTE is handled",
          (int)frame->stage);
-  if (frame->args.size != NUM_ARGS || frame->rets.size != NUM_RETS)
-    FAIL("%lld arguments and %lld results, expected %d and %d",
-         (long long)frame->args.size, (long long)frame->rets.size, NUM_ARGS,
-         NUM_RETS);
+  if (frame->args.size != NUM_ARGS ||
+      (frame->rets.size != NUM_RETS && frame->rets.size != NUM_RETS_NO_LSE))
+    FAIL("%lld arguments and %lld results, expected %d and %d (or %d with "
+         "the log-sum-exp)", (long long)frame->args.size,
+         (long long)frame->rets.size, NUM_ARGS, NUM_RETS_NO_LSE, NUM_RETS);
+  const int64_t num_rets = frame->rets.size;
   for (int i = 0; i < NUM_ARGS; i++)
     if (frame->args.types[i] != XLA_FFI_ArgType_BUFFER)
       FAIL("argument %d is not a buffer", i);
-  for (int i = 0; i < NUM_RETS; i++)
+  for (int i = 0; i < num_rets; i++)
     if (frame->rets.types[i] != XLA_FFI_RetType_BUFFER)
       FAIL("result %d is not a buffer", i);
   XLA_FFI_Buffer *const *arg = (XLA_FFI_Buffer *const *)frame->args.args;
@@ -298,17 +308,26 @@ XLA_FFI_Error *rpa_jax_ragged_paged_attention(XLA_FFI_CallFrame *frame) {
   XLA_FFI_Error *err = read_attrs(api, &frame->attrs, &at);
   if (err) return err;
 
-  /* queries [T, Hq, D] and out, its twin. */
+  /* queries [T, Hq, D] and out, its twin in queries' dtype or the
+     out_dtype rpa.jax was given (float32, bfloat16 or float16). */
   const XLA_FFI_Buffer *q = arg[ARG_QUERIES], *out = ret[RET_OUT];
   rpa_dtype q_dt, out_dt, kv_dt;
   if (q->rank != 3) FAIL("queries must be 3-D [T, Hq, D], got rank %lld",
                          (long long)q->rank);
   if (!rpa_dtype_of(q->dtype, &q_dt) || !rpa_dtype_of(out->dtype, &out_dt) ||
-      out_dt != q_dt || out->rank != 3 || out->dims[0] != q->dims[0] ||
+      (out_dt != RPA_F32 && out_dt != RPA_BF16 && out_dt != RPA_F16) ||
+      out->rank != 3 || out->dims[0] != q->dims[0] ||
       out->dims[1] != q->dims[1] || out->dims[2] != q->dims[2])
-    FAIL("the output must be a [T, Hq, D] array of queries' dtype");
+    FAIL("the output must be a float32, bfloat16 or float16 [T, Hq, D] "
+         "array");
   const int64_t T = q->dims[0], Hq = q->dims[1], D = q->dims[2];
   const int64_t Hkv = at.num_kv_heads;
+
+  /* lse [T, Hq] float32, when asked for. */
+  const XLA_FFI_Buffer *lse = num_rets == NUM_RETS ? ret[RET_LSE] : NULL;
+  if (lse && (lse->dtype != XLA_FFI_DataType_F32 || lse->rank != 2 ||
+              lse->dims[0] != T || lse->dims[1] != Hq))
+    FAIL("the log-sum-exp result must be a float32 [T, Hq] array");
 
   /* The cache: [P, ps, C, Dc] or [P, ps, C/packing, packing, Dc]. */
   const XLA_FFI_Buffer *cin = arg[ARG_KV_CACHE], *cout = ret[RET_KV_CACHE];
@@ -408,7 +427,12 @@ XLA_FFI_Error *rpa_jax_ragged_paged_attention(XLA_FFI_CallFrame *frame) {
   a.head_dim = (int32_t)D;
   a.head_dim_v = (int32_t)D;
   a.q = (rpa_tensor){q->data, q_dt, Hq * D, D};
-  a.out = (rpa_tensor){out->data, q_dt, Hq * D, D};
+  a.out = (rpa_tensor){out->data, out_dt, Hq * D, D};
+  if (lse) {
+    a.lse = (float *)lse->data;
+    a.lse_token_stride = Hq;
+    a.lse_head_stride = 1;
+  }
   a.k = (rpa_tensor){have_kv ? k->data : NULL, kv_dt, Hkv * D, D};
   a.v = (rpa_tensor){have_kv ? v->data : NULL, kv_dt, Hkv * D, D};
   a.cache.k = cache;
@@ -452,11 +476,17 @@ XLA_FFI_Error *rpa_jax_ragged_paged_attention(XLA_FFI_CallFrame *frame) {
   pool_give_back(p);
 
   /* Rows past the last computed sequence are padding: zero, as the NumPy
-     call leaves them (XLA's result buffer starts uninitialised). */
+     call leaves them (XLA's result buffer starts uninitialised), and their
+     log-sum-exp -inf, the empty state. */
   int64_t n_done = n_dist ? distribution[2] : S;
   int64_t rows = S > 0 ? cu_q_lens[n_done] : 0;
-  if (rows < T)
-    memset((char *)out->data + rows * Hq * D * elem_size(q_dt), 0,
-           (size_t)((T - rows) * Hq * D * elem_size(q_dt)));
+  if (rows < T) {
+    memset((char *)out->data + rows * Hq * D * elem_size(out_dt), 0,
+           (size_t)((T - rows) * Hq * D * elem_size(out_dt)));
+    if (lse) {
+      float *l = (float *)lse->data;
+      for (int64_t i = rows * Hq; i < T * Hq; i++) l[i] = -INFINITY;
+    }
+  }
   return NULL;
 }

@@ -14,6 +14,13 @@ C handler on XLA's FFI C API, shipped as librpa_jax.so next to librpa.so).
   without donation XLA copies the cache first, so the call stays functional.
 - Results are bitwise those of the NumPy call on the same inputs, kernel set
   and thread count.
+- ``return_lse=True`` adds the float32 log-sum-exp of every row, and
+  ``out_dtype`` sets the output's dtype: a partial state to merge
+  (``merge_states``, ``merge_across``).
+- Sharded: inside ``jax.shard_map`` each device runs the op on its shard
+  (heads split: tensor parallel, bitwise the one-device call);
+  ``shard_attention`` is one device's slice of every sequence's keys
+  (context parallel), see rpa.context_parallel and docs/integration.md.
 - ``jax.vmap`` is refused (the batch is already ragged: put more sequences
   in it). There is no autodiff: the op is for inference.
 - Errors: a shape or static argument that is wrong raises ValueError when
@@ -35,7 +42,8 @@ import numpy as np
 from . import _api
 from . import _lib
 
-__all__ = ["ragged_paged_attention", "library_path"]
+__all__ = ["ragged_paged_attention", "shard_attention", "merge_states",
+           "merge_across", "library_path"]
 
 _TARGET = "rpa_ragged_paged_attention"
 _IO = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -121,8 +129,10 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
                            mask_value=None, q_scale=None, k_scale=None,
                            v_scale=None, use_causal_mask=True,
                            update_kv_cache=True, attention_sink=None,
-                           num_threads=None, isa=None):
-    """RPA v3's call as a JAX op: returns (out, updated_kv_cache).
+                           num_threads=None, isa=None, out_dtype=None,
+                           return_lse=False):
+    """RPA v3's call as a JAX op: returns (out, updated_kv_cache), and with
+    return_lse=True (out, updated_kv_cache, lse).
 
     queries [T, Hq, D] (float32, bfloat16, float16); keys, values [T, Hkv,
     D] in the cache dtype (None when update_kv_cache is False); kv_cache
@@ -144,6 +154,13 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     exactly, which is what any value that low gives, so only None or a value
     <= -1e30 is accepted. attention_sink: None or [Hq] float32 logits in the
     softmax denominator. num_threads, isa: which library context runs it.
+
+    out_dtype: None (queries' dtype, as upstream) or float32, bfloat16,
+    float16 (the output is rounded once, to it). return_lse: also return
+    the float32 log-sum-exp [T, Hq] of every row
+    (natural log, the sink included, as rpa.attention's), -inf on padding
+    rows: the state rpa.merge_states and the sharded merge
+    (rpa.jax.merge_states) combine across key sets.
     """
     if mask_value is not None:
         mv = _static_real("mask_value", mask_value)
@@ -158,6 +175,10 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
         raise ValueError(f"queries: dtype {queries.dtype} is not float32, "
                          "bfloat16 or float16")
     T, Hq, D = (int(n) for n in queries.shape)
+    out_dtype = queries.dtype if out_dtype is None else jnp.dtype(out_dtype)
+    if out_dtype not in _IO:
+        raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
+                         "or float16")
     kv_cache = jnp.asarray(kv_cache)
     if kv_cache.ndim not in (4, 5):
         raise ValueError(f"kv_cache: expected [num_pages, page_size, 2*Hkv, "
@@ -241,11 +262,11 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
         num_threads=np.int32(n),
         isa=isa or "")
 
-    call = jax.ffi.ffi_call(
-        _TARGET,
-        (jax.ShapeDtypeStruct(queries.shape, queries.dtype),
-         jax.ShapeDtypeStruct(kv_cache.shape, kv_cache.dtype)),
-        input_output_aliases={3: 1})
+    results = (jax.ShapeDtypeStruct(queries.shape, out_dtype),
+               jax.ShapeDtypeStruct(kv_cache.shape, kv_cache.dtype))
+    if return_lse:
+        results += (jax.ShapeDtypeStruct((T, Hq), jnp.float32),)
+    call = jax.ffi.ffi_call(_TARGET, results, input_output_aliases={3: 1})
 
     @jax.custom_batching.custom_vmap
     def op(*arrays):
@@ -260,3 +281,165 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
 
     return op(queries, keys, values, kv_cache, kv_lens, page_indices,
               cu_q_lens, distribution, sinks)
+
+
+def shard_attention(queries, keys, values, kv_cache, kv_lens, page_indices,
+                    cu_q_lens, distribution, shard_start, shard_end, *,
+                    sm_scale=1.0, sliding_window=None, soft_cap=None,
+                    q_scale=None, k_scale=None, v_scale=None,
+                    update_kv_cache=True, num_threads=None, isa=None):
+    """One device's share of a context-parallel step: the attention of every
+    query row over this device's slice of the keys, as a partial state.
+    Returns (out float32 [T, Hq, D], updated kv_cache, lse float32 [T,
+    Hq]); rows that see no key of the slice have out 0 and lse -inf. Merge
+    the devices' states with merge_states (after a collective, e.g.
+    jax.lax.all_gather inside jax.shard_map) into the attention over every
+    key.
+
+    queries, keys, values, kv_lens, cu_q_lens, distribution: the whole
+    batch's (the same on every device), as for ragged_paged_attention.
+    kv_cache: this device's cache (4-D combined or 5-D packed);
+    page_indices [S, pps] (or flat): its page table, position c of sequence
+    i at local position c - shard_start[i]; shard_start, shard_end [S]
+    int32: the positions [start, end) of each sequence this device holds.
+    The slices of a sequence must partition [0, kv_len). The new tokens
+    whose positions lie in the slice are written into its pages (with
+    update_kv_cache; keys, values may be None otherwise); donate kv_cache
+    to have that happen in place.
+
+    Two calls of the op: the rows whose own position is in the slice, as the
+    last tokens of the slice (a causal call, the window as given); the rows
+    past it, each a one-token sequence over the keys of the slice it sees
+    (read-only; with a sliding window through a page-size-1 view of the
+    same cache). rpa.context_parallel's docstring has the details. Sinks
+    are not taken: merge them once (merge_states(..., sinks=)).
+    """
+    from .context_parallel import _plan, _taker
+    queries = _shape_of("queries", queries, 3)
+    T = int(queries.shape[0])
+    kv_cache = jnp.asarray(kv_cache)
+    kv_lens = _int32("kv_lens", kv_lens)
+    S = int(kv_lens.shape[0])
+    page_indices = _int32("page_indices", page_indices, (1, 2))
+    if S == 0 or page_indices.size % S:
+        raise ValueError(f"page_indices: {page_indices.size} entries for {S} "
+                         "sequences")
+    page_indices = page_indices.reshape(S, -1)
+    cu_q_lens = _int32("cu_q_lens", cu_q_lens)
+    start = _int32("shard_start", shard_start)
+    end = _int32("shard_end", shard_end)
+    for name, x, n in (("cu_q_lens", cu_q_lens, S + 1),
+                       ("shard_start", start, S), ("shard_end", end, S)):
+        if tuple(x.shape) != (n,):
+            raise ValueError(f"{name}: shape {tuple(x.shape)}, expected "
+                             f"{(n,)}")
+    n_seqs = (jnp.int32(S) if distribution is None
+              else _int32("distribution", distribution)[2])
+    window = _api._window(sliding_window) or None
+    ps = int(kv_cache.shape[1])
+    p = _plan(jnp, T, kv_lens, cu_q_lens, n_seqs, start, end, page_indices,
+              ps, window)
+    common = dict(sm_scale=sm_scale, soft_cap=soft_cap, q_scale=q_scale,
+                  k_scale=k_scale, v_scale=v_scale, num_threads=num_threads,
+                  isa=isa, out_dtype=jnp.float32, return_lse=True)
+    update = bool(update_kv_cache)
+    src = p["own_src"]
+    take = _taker(jnp)
+    own_out, kv_cache, own_lse = ragged_paged_attention(
+        take(queries, src), take(keys, src) if update else None,
+        take(values, src) if update else None, kv_cache, p["own_kv_lens"],
+        p["own_pages"], p["own_cu"], p["own_dist"],
+        sliding_window=sliding_window, update_kv_cache=update, **common)
+    shape = kv_cache.shape
+    if window is not None:  # the page-size-1 view: page id page * ps + slot
+        kv_cache = kv_cache.reshape((shape[0] * ps, 1) + shape[2:])
+    later_out, kv_cache, later_lse = ragged_paged_attention(
+        queries, None, None, kv_cache, p["later_kv_lens"], p["later_pages"],
+        p["later_cu"], None, update_kv_cache=False, **common)
+    kv_cache = kv_cache.reshape(shape)
+    own, later = p["own"], p["later"]
+    own_out, own_lse = take(own_out, p["own_dst"]), take(own_lse,
+                                                          p["own_dst"])
+    out = jnp.where(own[:, None, None], own_out,
+                    jnp.where(later[:, None, None], later_out, 0.0))
+    lse = jnp.where(own[:, None], own_lse,
+                    jnp.where(later[:, None], later_lse, -jnp.inf))
+    return out, kv_cache, lse
+
+
+def _merge(o, lses, sinks, out_dtype, reduce_max, reduce_sum):
+    """docs/contract.md section 16's merge over N states, the N being what
+    reduce_max / reduce_sum reduce over (an axis, or devices)."""
+    m = reduce_max(lses)                      # NaN if any lse is NaN
+    if sinks is not None:
+        m = jnp.maximum(m, sinks)
+    safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
+    w = jnp.where(lses == -jnp.inf, 0.0, jnp.exp(lses - safe_m))
+    total = reduce_sum(w)
+    if sinks is not None:
+        total = total + jnp.where(sinks == -jnp.inf, 0.0,
+                                  jnp.exp(sinks - safe_m))
+    f = w / jnp.where(total > 0, total, 1.0)
+    weighted = (f > 0)[..., None]
+    out = reduce_sum(jnp.where(weighted, o * f[..., None], 0.0))
+    # a state with weight whose out row is not finite: the row is NaN
+    broken = jnp.any(weighted & ~jnp.isfinite(o), axis=-1)
+    bad = (jnp.isnan(m) | (m == jnp.inf) |
+           (reduce_sum(broken.astype(jnp.float32)) > 0))
+    empty = m == -jnp.inf
+    out = jnp.where(bad[..., None], jnp.nan,
+                    jnp.where(empty[..., None], 0.0, out))
+    lse = jnp.where(bad, jnp.nan,
+                    jnp.where(empty, -jnp.inf, safe_m + jnp.log(total)))
+    return out.astype(out_dtype), lse
+
+
+def _merge_args(out, lse, sinks, out_dtype, state_ndim, shapes):
+    """Checked and converted (float32 out and lse, sinks, out_dtype)."""
+    out = jnp.asarray(out)
+    lse = jnp.asarray(lse, jnp.float32)
+    if out.ndim != state_ndim + 1 or lse.shape != out.shape[:-1]:
+        raise ValueError(f"{shapes}: got shapes {tuple(out.shape)}, "
+                         f"{tuple(lse.shape)}")
+    out_dtype = out.dtype if out_dtype is None else jnp.dtype(out_dtype)
+    if out_dtype not in _IO:
+        raise ValueError(f"out_dtype: {out_dtype} is not float32, bfloat16 "
+                         "or float16")
+    if sinks is not None:
+        sinks = jnp.asarray(sinks, jnp.float32)
+        if sinks.shape != (out.shape[-2],):
+            raise ValueError(f"sinks: shape {tuple(sinks.shape)}, expected "
+                             f"{(out.shape[-2],)}")
+    return out.astype(jnp.float32), lse, sinks, out_dtype
+
+
+def merge_states(outs, lses, *, sinks=None, out_dtype=None):
+    """Merges attention states over disjoint key sets, stacked on axis 0
+    (as jax.lax.all_gather stacks the devices' shard_attention results):
+    outs [N, T, H, Dv], lses [N, T, H] float32 (-inf: an empty set).
+    Returns (out [T, H, Dv] in out_dtype (default outs' dtype), lse [T, H]
+    float32): the state over the union, in float32, rounded once, by
+    docs/contract.md section 16's rule over N states: m = max lse, w_i =
+    exp(lse_i - m), out = sum_i out_i * w_i / sum w, lse = m + log(sum w);
+    a state without weight is not read; every set empty: out 0, lse -inf;
+    a NaN lse, m = +inf, or a non-finite out row with weight: a NaN row. It
+    agrees with rpa.merge_states to float32 rounding (not bitwise: XLA's
+    exp and log are its own). sinks [H] float32: attention sinks, merged
+    once, as a key of logit sinks[h] whose value row is zero."""
+    args = _merge_args(outs, lses, sinks, out_dtype, 3,
+                       "outs [N, T, H, Dv] and lses [N, T, H]")
+    return _merge(*args, lambda x: jnp.max(x, axis=0),
+                  lambda x: jnp.sum(x, axis=0))
+
+
+def merge_across(out, lse, axis_name, *, sinks=None, out_dtype=None):
+    """merge_states over the devices of a mesh axis, inside jax.shard_map:
+    each device passes its own state (out [T, H, Dv], lse [T, H], e.g. its
+    shard_attention result) and gets the merged one, the same on every
+    device of the axis (jax.lax.pmax and psum: an all-reduce of [T, H, Dv]
+    float32, no gathered copy of every state). Same rules and sinks as
+    merge_states; agrees with it to float32 rounding."""
+    args = _merge_args(out, lse, sinks, out_dtype, 2,
+                       "out [T, H, Dv] and lse [T, H]")
+    return _merge(*args, lambda x: jax.lax.pmax(x, axis_name),
+                  lambda x: jax.lax.psum(x, axis_name))

@@ -379,3 +379,40 @@ def test_calls_from_several_threads():
     for t in ts:
         t.join()
     assert not errors, errors
+
+
+LSE_CASES = [(BF16, BF16), (F32, E4M3), (F16, E5M2)]
+
+
+@pytest.mark.parametrize("q_dtype,kv_dtype", LSE_CASES,
+                         ids=[f"{q}-{kv}" for q, kv in LSE_CASES])
+def test_lse_and_out_dtype_equal_the_strided_call(q_dtype, kv_dtype):
+    """return_lse=True adds the float32 log-sum-exp, out_dtype rounds the
+    output to another dtype: both bitwise rpa.attention's (-inf and 0 on
+    padding rows), the sinks in the lse."""
+    rng = np.random.default_rng(40 + LSE_CASES.index((q_dtype, kv_dtype)))
+    b = Batch(rng, random_lengths(rng, 3, 3), q_dtype=q_dtype,
+              kv_dtype=kv_dtype, pad_tokens=3, pad_seqs=1, head_dim=40)
+    sinks = rng.standard_normal(b.Hq).astype(np.float32)
+    kw = dict(sm_scale=b.D ** -0.5, sliding_window=9, soft_cap=6.0)
+    n = b.num_tokens
+    for out_dtype in (None, F32, BF16, F16):
+        q, k, v, cache, kv_lens, pi, cu, dist = b.call_args()
+        cache = cache.copy()
+        kc, vc = rpa.cache_views(cache, "combined")
+        want, want_lse = rpa.attention(
+            q, k, v, kc, vc, kv_lens, pi, cu, distribution=dist, sinks=sinks,
+            out_dtype=out_dtype or q_dtype, return_lse=True, **kw)
+        got, got_cache, got_lse = jitted(
+            return_lse=True, out_dtype=out_dtype, attention_sink=sinks,
+            **kw)(*as_jax(b.call_args()))
+        what = f"out_dtype {out_dtype}"
+        assert_bitwise(np.asarray(got)[:n], want[:n], what)
+        assert_bitwise(np.asarray(got_lse)[:n], want_lse[:n], what + ", lse")
+        assert (np.asarray(got)[n:] == 0).all()
+        assert (np.asarray(got_lse)[n:] == -np.inf).all()
+        assert_bitwise(got_cache, cache, what + ", cache")
+    # without return_lse: the two results of upstream's call
+    assert len(jitted(**kw)(*as_jax(b.call_args()))) == 2
+    with pytest.raises(ValueError, match="out_dtype: int32 is not"):
+        jitted(out_dtype=jnp.int32)(*as_jax(b.call_args()))
