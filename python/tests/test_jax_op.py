@@ -172,7 +172,9 @@ def test_decode_loop_with_donation():
                                      sm_scale=0.125),
                    donate_argnums=(3,))
     cache_np = d["cache"].copy()
-    cache_j = jnp.asarray(d["cache"])
+    # a copy XLA owns: jnp.asarray may wrap an aligned NumPy buffer without
+    # a copy, and a donated buffer XLA does not own is copied, not reused
+    cache_j = jnp.array(d["cache"], copy=True)
     pi = d["page_indices"]
     addr = cache_j.unsafe_buffer_pointer()
     for i in range(5):
