@@ -614,7 +614,10 @@ EMU_CALL emu_m256bh emu_mm512_cvtneps_pbh(emu_m512 a) {
      24 bits with an unbounded exponent, SDM Vol. 1 4.9.1.5) becomes a zero
      of its sign. The host's result r is rounded at denormal precision, so
      tininess is decided on the same FMA with y and acc scaled by 2^64
-     (exact, and no overflow where the result is tiny): |that| < 2^-62. */
+     (exact, and no overflow where the result is tiny): |that| < 2^-62.
+   The host's FMA rounds in MXCSR's mode, with MXCSR's FTZ and DAZ: this is
+   exact with the default MXCSR (nearest even, neither flag), which rpa
+   never changes. */
 EMU_INLINE __m256 emu_dpbf16_step(__m256 acc, __m256 x, __m256 y) {
   const __m256i expmask = _mm256_set1_epi32(0x7f800000);
   const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
@@ -644,20 +647,61 @@ EMU_INLINE __m256 emu_dpbf16_step(__m256 acc, __m256 x, __m256 y) {
   return r;
 }
 
+/* Lanes of v that DAZ or the NaN order act on as an operand: NaN, or
+   nonzero and below 2^-126 in magnitude. */
+EMU_INLINE __m256 emu_nan_or_denormal(__m256 v) {
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+  return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_set1_ps(0x1p-126f), _CMP_NGE_UQ),
+                       _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+}
+
+/* Lanes of a result that FTZ may act on: nonzero and at most 2^-126 in
+   magnitude (at 2^-126 the exact result may have been tiny). */
+EMU_INLINE __m256 emu_maybe_tiny(__m256 v) {
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+  return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_set1_ps(0x1p-126f), _CMP_LE_OQ),
+                       _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_OQ));
+}
+
+/* 1 if a bf16 word of w (16 per 256 bits) is a NaN or a denormal. */
+EMU_INLINE int emu_bf16_special(__m256i w) {
+  const __m256i t = _mm256_and_si256(w, _mm256_set1_epi16(0x7fff));
+  const __m256i den = _mm256_and_si256(_mm256_cmpgt_epi16(_mm256_set1_epi16(0x0080), t),
+                                       _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
+  const __m256i nan = _mm256_cmpgt_epi16(t, _mm256_set1_epi16(0x7f80));
+  const __m256i any = _mm256_or_si256(den, nan);
+  return !_mm256_testz_si256(any, any);
+}
+
 /* vdpbf16ps: lane i += a.bf16[2i+1] * b.bf16[2i+1], then += a.bf16[2i] *
    b.bf16[2i] (the SDM's order: the odd pair first), each a step above; a
-   bf16 widens exactly by a 16-bit shift. */
+   bf16 widens exactly by a 16-bit shift. Where no operand is a NaN or a
+   denormal and no step's result is nonzero and at most 2^-126 in
+   magnitude, DAZ, FTZ and the NaN order change nothing (a larger result is
+   not tiny; a zero is the signed zero FTZ would give; a NaN from inf * 0
+   or inf - inf in the first step is the default NaN, which the second
+   passes on), so two plain FMAs give the same bits; otherwise each step
+   takes emu_dpbf16_step. */
 EMU_CALL emu_m512 emu_mm512_dpbf16_ps(emu_m512 acc, emu_m512bh a, emu_m512bh b) {
   const emu_v512 c = EMU_PS(acc), x = EMU_BH(a), y = EMU_BH(b);
   const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
   emu_v512 r;
   for (int h = 0; h < 2; h++) {
     const __m256i xv = x.si2[h], yv = y.si2[h];
-    __m256 s = emu_dpbf16_step(c.ps2[h], _mm256_castsi256_ps(_mm256_and_si256(xv, hi)),
-                               _mm256_castsi256_ps(_mm256_and_si256(yv, hi)));
-    s = emu_dpbf16_step(s, _mm256_castsi256_ps(_mm256_slli_epi32(xv, 16)),
-                        _mm256_castsi256_ps(_mm256_slli_epi32(yv, 16)));
-    r.ps2[h] = s;
+    const __m256 x1 = _mm256_castsi256_ps(_mm256_and_si256(xv, hi));
+    const __m256 y1 = _mm256_castsi256_ps(_mm256_and_si256(yv, hi));
+    const __m256 x0 = _mm256_castsi256_ps(_mm256_slli_epi32(xv, 16));
+    const __m256 y0 = _mm256_castsi256_ps(_mm256_slli_epi32(yv, 16));
+    if (!emu_bf16_special(xv) && !emu_bf16_special(yv) &&
+        !_mm256_movemask_ps(emu_nan_or_denormal(c.ps2[h]))) {
+      const __m256 s1 = _mm256_fmadd_ps(x1, y1, c.ps2[h]);
+      const __m256 s2 = _mm256_fmadd_ps(x0, y0, s1);
+      if (!_mm256_movemask_ps(_mm256_or_ps(emu_maybe_tiny(s1), emu_maybe_tiny(s2)))) {
+        r.ps2[h] = s2;
+        continue;
+      }
+    }
+    r.ps2[h] = emu_dpbf16_step(emu_dpbf16_step(c.ps2[h], x1, y1), x0, y0);
   }
   return r.ps;
 }
