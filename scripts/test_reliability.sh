@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reliability checks (README "Reliability"), two stages:
+# Reliability checks (docs/testing.md), two stages:
 #   1. ThreadSanitizer: a clang -fsanitize=thread build (build-tsan) runs the
 #      engine's multi-threaded tests (test_determinism, test_attention in
 #      quick mode, test_concurrency) with contexts of 4 threads whatever

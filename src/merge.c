@@ -1,12 +1,13 @@
 /* rpa_merge_states: two partial attention results over disjoint key sets
-   into the result over their union (docs/contract.md, section 16). The same
-   combination the engine applies to its split-KV partials, here on
+   into the result over their union (docs/contract.md, section 16), with
+   the weights the engine merges its partial states by (state.h), here on
    normalised rows and their log-sum-exp. One pass, one thread: it reads
    and writes each element once. */
 #include <math.h>
 
 #include "convert.h"
 #include "internal.h"
+#include "state.h"
 
 static float lse_at(const rpa_attn_state *s, int64_t t, int64_t h) {
   return s->lse[t * s->lse_token_stride + h * s->lse_head_stride];
@@ -32,8 +33,10 @@ static void merge_row(const rpa_attn_state *a, const rpa_attn_state *b,
     return;
   }
   float fa = 0.0f, fb = 0.0f, w = 0.0f;
-  if (!bad) {
-    const float wa = expf(sa - m), wb = expf(sb - m);
+  if (!bad) { /* a normalised state is one with l = 1, or 0 when empty */
+    float wa, wb;
+    rpa_merge_weights(sa, sa == -INFINITY ? 0.0f : 1.0f, sb,
+                      sb == -INFINITY ? 0.0f : 1.0f, &wa, &wb);
     w = wa + wb;
     fa = wa / w;
     fb = wb / w;

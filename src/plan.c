@@ -39,25 +39,32 @@ int rpa_block_tokens(int group) {
   return b < 1 ? 1 : b;
 }
 
-int64_t rpa_plan_bound(const rpa_args *a, const rpa_batch_info *info,
-                       int64_t *slots) {
-  int64_t n = 0, decodes = 0;
-  *slots = 0;
+rpa_plan_needs rpa_plan_needs_of(const rpa_args *a,
+                                 const rpa_batch_info *info) {
+  rpa_plan_needs nd = {0, 0, a->num_q_heads};
+  int64_t decodes = 0;
   const int bq = rpa_block_tokens(info->group);
   for (int32_t i = 0; i < info->num_seqs; i++) {
     const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
     if (q_len == 1) {
-      n += RPA_MAX_SPLITS;
-      *slots += 1;
+      nd.items += RPA_MAX_SPLITS;
+      nd.slots += 1;
       decodes++;
     } else {
-      n += (int64_t)a->num_kv_heads * ((q_len + bq - 1) / bq);
+      nd.items += (int64_t)a->num_kv_heads * ((q_len + bq - 1) / bq);
     }
   }
+  /* a prefill item holds a block of tokens x the group */
+  if (info->max_q_len > 1) {
+    const int rows = (info->max_q_len < bq ? info->max_q_len : bq) * info->group;
+    if (rows > nd.rows) nd.rows = rows;
+  }
   /* shared-prefix items: per KV head, a block of members at a time */
-  if (a->num_shared > 0)
-    n += (int64_t)a->num_kv_heads * (decodes / bq + a->num_shared);
-  return n;
+  if (a->num_shared > 0) {
+    nd.items += (int64_t)a->num_kv_heads * (decodes / bq + a->num_shared);
+    if (bq * info->group > nd.rows) nd.rows = bq * info->group;
+  }
+  return nd;
 }
 
 void rpa_plan_groups(const rpa_args *a, const rpa_batch_info *info,
@@ -90,24 +97,46 @@ void rpa_plan_groups(const rpa_args *a, const rpa_batch_info *info,
     if (gs[g + 1] < 0) gs[g + 1] = -1 - gs[g + 1];
 }
 
+/* The fields that tell two items of one sequence apart, in a fixed order:
+   the sort is then the same on every run whatever qsort does with ties. */
+static void item_key(const rpa_work_item *w, int32_t key[4]) {
+  key[0] = (int32_t)w->kind;
+  switch (w->kind) {
+    case RPA_WORK_DECODE:
+    case RPA_WORK_DECODE_BLOCK:
+      key[1] = w->decode.split, key[2] = key[3] = 0;
+      break;
+    case RPA_WORK_PREFILL:
+      key[1] = w->prefill.head, key[2] = w->prefill.j0, key[3] = 0;
+      break;
+    case RPA_WORK_SHARED_PREFIX:
+      key[1] = w->shared.group, key[2] = w->shared.head, key[3] = w->shared.m0;
+      break;
+  }
+}
+
 static int cmp_cost(const void *x, const void *y) {
   const rpa_work_item *a = x, *b = y;
   if (a->cost != b->cost) return a->cost > b->cost ? -1 : 1;
   if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
-  if (a->head != b->head) return a->head < b->head ? -1 : 1;
-  if (a->j0 != b->j0) return a->j0 < b->j0 ? -1 : 1;
-  if (a->group != b->group) return a->group < b->group ? -1 : 1;
-  return a->split < b->split ? -1 : (a->split > b->split);
+  int32_t ka[4], kb[4];
+  item_key(a, ka);
+  item_key(b, kb);
+  for (int i = 0; i < 4; i++)
+    if (ka[i] != kb[i]) return ka[i] < kb[i] ? -1 : 1;
+  return 0;
 }
 
 /* The split items of decode sequence i; returns how many. */
-static int plan_decode(const rpa_args *a, int32_t i, int64_t step_keys,
+static int plan_decode(const rpa_args *a, int32_t i,
+                       const rpa_plan_shape *shape, rpa_work_kind kind,
                        int64_t kv_bytes, int cascaded, rpa_work_item *items) {
   const int32_t kv_len = a->kv_lens[i];
+  const int64_t step_keys = shape->rows_keys;
   int64_t lo, hi;
   rpa_visible(a, kv_len - 1, kv_len, &lo, &hi);
-  /* a cascaded member's prefix comes from its group's items; one partial
-     slot is kept for it */
+  /* a cascaded member's prefix comes from its group's items; one part is
+     kept for it */
   if (cascaded && lo < a->shared_len[a->shared_group[i]])
     lo = a->shared_len[a->shared_group[i]];
   int splits = decode_splits(hi - lo);
@@ -120,17 +149,21 @@ static int plan_decode(const rpa_args *a, int32_t i, int64_t step_keys,
     if (c0 >= hi) break;
     const int64_t c1 = c0 + chunk < hi ? c0 + chunk : hi;
     rpa_work_item *w = &items[made++];
+    w->kind = kind;
     w->seq = i;
-    w->head = -1;
-    w->j0 = 0;
-    w->j1 = 1;
     w->c0 = (int32_t)c0;
     w->c1 = (int32_t)c1;
-    w->split = s;
-    w->group = -1;
+    w->decode.split = s;
     w->cost = (c1 - c0) * kv_bytes / 16; /* ~16 B/ns per thread */
   }
   return made;
+}
+
+/* Estimated nanoseconds of `keys` keys for `rows` query rows (~100 flop/ns
+   per thread). */
+static int64_t block_cost(const rpa_args *a, const rpa_batch_info *info,
+                          int64_t keys, int64_t rows) {
+  return 4 * keys * rows * (a->head_dim + info->head_dim_v) / 2 / 100;
 }
 
 /* The items of prefill sequence i; returns how many. */
@@ -146,34 +179,58 @@ static int plan_prefill(const rpa_args *a, const rpa_batch_info *info,
     int64_t lo0, hi0, lo1, hi1;
     rpa_visible(a, prefix + j0, kv_len, &lo0, &hi0);
     rpa_visible(a, prefix + j1 - 1, kv_len, &lo1, &hi1);
-    const int64_t keys = hi1 - lo0;
     for (int32_t h = 0; h < a->num_kv_heads; h++) {
       rpa_work_item *w = &items[n++];
+      w->kind = RPA_WORK_PREFILL;
       w->seq = i;
-      w->head = h;
-      w->j0 = j0;
-      w->j1 = j1;
       w->c0 = (int32_t)lo0;
       w->c1 = (int32_t)hi1;
-      w->split = 0;
-      w->slot = -1;
-      w->splits = 1;
-      w->group = -1;
-      /* ~100 flop/ns per thread */
-      w->cost = 4 * keys * (j1 - j0) * info->group *
-                (a->head_dim + info->head_dim_v) / 2 / 100;
+      w->prefill.head = h;
+      w->prefill.j0 = j0;
+      w->prefill.j1 = j1;
+      w->cost = block_cost(a, info, hi1 - lo0, (int64_t)(j1 - j0) * info->group);
     }
   }
   return n;
 }
 
-int rpa_plan(const rpa_args *a, const rpa_batch_info *info, int step_keys,
-             const rpa_cascade *cs, rpa_work_item *items,
-             _Atomic int *pending) {
+/* Shared prefixes: per group, per block of members, per KV head, one item
+   over the prefix's keys for all those members' rows. Returns how many. */
+static int plan_shared(const rpa_args *a, const rpa_batch_info *info,
+                       const rpa_cascade *cs, rpa_work_item *items) {
+  int n = 0;
+  for (int32_t g = 0; g < a->num_shared; g++) {
+    const int32_t m0 = cs->group_start[g], m1 = cs->group_start[g + 1];
+    for (int32_t b = m0; b < m1; b += cs->members_per_item) {
+      const int32_t e = b + cs->members_per_item < m1 ? b + cs->members_per_item : m1;
+      for (int32_t h = 0; h < a->num_kv_heads; h++) {
+        rpa_work_item *w = &items[n++];
+        w->kind = RPA_WORK_SHARED_PREFIX;
+        w->seq = cs->members[m0];
+        w->c0 = 0;
+        w->c1 = a->shared_len[g];
+        w->shared.head = h;
+        w->shared.group = g;
+        w->shared.m0 = b;
+        w->shared.m1 = e;
+        w->cost = block_cost(a, info, a->shared_len[g], (int64_t)(e - b) * info->group);
+      }
+    }
+  }
+  return n;
+}
+
+int rpa_plan(const rpa_args *a, const rpa_batch_info *info,
+             const rpa_plan_shape *shape, const rpa_cascade *cs,
+             rpa_work_item *items, _Atomic int *pending) {
   int n = 0, slot = 0;
   const int64_t kv_bytes =
       (int64_t)a->num_kv_heads * (a->head_dim + info->head_dim_v) *
       (int64_t)rpa_dtype_size(a->cache.dtype);
+  const rpa_work_kind decode_kind =
+      shape->rows_block_min > 0 && info->group >= shape->rows_block_min
+          ? RPA_WORK_DECODE_BLOCK
+          : RPA_WORK_DECODE;
   for (int32_t i = 0; i < info->num_seqs; i++) {
     const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
     if (q_len != 1) {
@@ -181,45 +238,24 @@ int rpa_plan(const rpa_args *a, const rpa_batch_info *info, int step_keys,
       continue;
     }
     const int cascaded = cs && rpa_cascaded(a, cs, i);
-    const int made = plan_decode(a, i, step_keys, kv_bytes, cascaded, items + n);
+    const int made =
+        plan_decode(a, i, shape, decode_kind, kv_bytes, cascaded, items + n);
     /* a cascaded member parks its prefix part as one split more, written
        by its group's items, one per KV head */
     const int parts = made + cascaded;
     for (int k = n; k < n + made; k++) {
-      items[k].slot = parts > 1 ? slot : -1;
-      items[k].splits = parts;
+      items[k].decode.slot = parts > 1 ? slot : -1;
+      items[k].decode.parts = parts;
     }
     if (cascaded) {
       cs->slot[i] = slot;
-      cs->splits[i] = parts;
+      cs->parts[i] = parts;
     }
     if (parts > 1)
       atomic_init(&pending[slot++], made + (cascaded ? a->num_kv_heads : 0));
     n += made;
   }
-  /* Shared prefixes: per group, per block of members, per KV head, one
-     item over the prefix's keys for all those members' rows. */
-  for (int32_t g = 0; cs && g < a->num_shared; g++) {
-    const int32_t m0 = cs->group_start[g], m1 = cs->group_start[g + 1];
-    for (int32_t b = m0; b < m1; b += cs->members_per_item) {
-      const int32_t e = b + cs->members_per_item < m1 ? b + cs->members_per_item : m1;
-      for (int32_t h = 0; h < a->num_kv_heads; h++) {
-        rpa_work_item *w = &items[n++];
-        w->seq = cs->members[m0];
-        w->head = h;
-        w->j0 = b;
-        w->j1 = e;
-        w->c0 = 0;
-        w->c1 = a->shared_len[g];
-        w->split = 0;
-        w->slot = -1;
-        w->splits = 0;
-        w->group = g;
-        w->cost = 4 * (int64_t)a->shared_len[g] * (e - b) * info->group *
-                  (a->head_dim + info->head_dim_v) / 2 / 100;
-      }
-    }
-  }
+  if (cs) n += plan_shared(a, info, cs, items + n);
   qsort(items, (size_t)n, sizeof *items, cmp_cost);
   return n;
 }

@@ -210,12 +210,379 @@ static int kv_interleave_ok(const rpa_kv_cache *c, int64_t heads, int64_t D,
   return 1; /* x is the last K row */
 }
 
-/* Pages the fused write touches must not be read by another sequence of
-   the call, nor written twice: items run on several threads, so such a
-   read would see the old or the new token by timing. Every (physical page,
-   writer) pair is listed and sorted; each page a sequence reads is looked
-   up in the list. Costs O(pages read x log(pages written)), never
-   O(num_pages). Lengths and page ids are already valid. */
+static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
+
+/* ---- rpa_attention's arguments, section by section -----------------------
+
+   docs/contract.md, section 13, "The order of validation", numbers every
+   rule and groups them into sections. Each function below checks one
+   section (the Sequences section: one group of its rules), in the table's
+   order, and returns its first failure; rpa_validate_args calls them in the
+   contract's order. What a section learns that a later one needs (the page
+   table's length, S', the mask's size, the buffers' footprints) is passed
+   on explicitly. */
+
+static int updates(const rpa_args *a) { return a->update_kv_cache != 0; }
+
+static int is_latent(const rpa_args *a) { return a->cache.v == NULL; }
+
+/* Dv: head_dim_v, or head_dim where head_dim_v is 0. */
+static int32_t value_dim(const rpa_args *a) {
+  return a->head_dim_v ? a->head_dim_v : a->head_dim;
+}
+
+/* Shape, rules 2-7: token, head and head-dim counts. */
+static rpa_status check_shape(rpa_context *ctx, const rpa_args *a) {
+  if (a->num_tokens < 0)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE, "num_tokens: %d is negative",
+                    (int)a->num_tokens);
+  if (a->num_q_heads < 1 || a->num_kv_heads < 1)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "num_q_heads (%d) and num_kv_heads (%d) must be >= 1",
+                    (int)a->num_q_heads, (int)a->num_kv_heads);
+  if (a->num_q_heads % a->num_kv_heads != 0)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "num_q_heads: %d is not a multiple of num_kv_heads %d",
+                    (int)a->num_q_heads, (int)a->num_kv_heads);
+  if (a->head_dim < 1 || a->head_dim > RPA_MAX_HEAD_DIM)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE, "head_dim: %d is outside [1, %d]",
+                    (int)a->head_dim, RPA_MAX_HEAD_DIM);
+  const int32_t dv = value_dim(a);
+  if (dv < 1 || dv > RPA_MAX_HEAD_DIM)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE, "head_dim_v: %d is outside [1, %d]",
+                    (int)a->head_dim_v, RPA_MAX_HEAD_DIM);
+  if (is_latent(a) && dv > a->head_dim)
+    return rpa_fail(ctx, RPA_INVALID_SHAPE,
+                    "head_dim_v: %d exceeds head_dim %d, but cache.v is NULL "
+                    "(latent cache: values are the head of each key row)",
+                    (int)dv, (int)a->head_dim);
+  return RPA_OK;
+}
+
+/* Dtypes, rules 8-12: q and out are f32, bf16 or f16; new keys and values
+   come in the cache's dtype. */
+static rpa_status check_dtypes(rpa_context *ctx, const rpa_args *a) {
+  if (!is_io_dtype(a->q.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "q.dtype: %d is not f32, bf16 or f16", (int)a->q.dtype);
+  if (!is_io_dtype(a->out.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "out.dtype: %d is not f32, bf16 or f16", (int)a->out.dtype);
+  if (!is_dtype(a->cache.dtype))
+    return rpa_fail(ctx, RPA_INVALID_DTYPE, "cache.dtype: %d is not a dtype",
+                    (int)a->cache.dtype);
+  if (updates(a) && a->k.dtype != a->cache.dtype)
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "k.dtype: %s differs from cache.dtype %s (new keys come "
+                    "in the cache's dtype)",
+                    rpa_dtype_name(a->k.dtype), rpa_dtype_name(a->cache.dtype));
+  if (updates(a) && !is_latent(a) && a->v.dtype != a->cache.dtype)
+    return rpa_fail(ctx, RPA_INVALID_DTYPE,
+                    "v.dtype: %s differs from cache.dtype %s (new values "
+                    "come in the cache's dtype)",
+                    rpa_dtype_name(a->v.dtype), rpa_dtype_name(a->cache.dtype));
+  return RPA_OK;
+}
+
+/* Batch sizes, rules 13-17; *table_len = num_seqs * pages_per_seq, the page
+   table's entries. */
+static rpa_status check_batch_sizes(rpa_context *ctx, const rpa_args *a,
+                                    int64_t *table_len) {
+  if (a->num_seqs < 0)
+    return rpa_fail(ctx, RPA_INVALID_LENGTHS, "num_seqs: %d is negative",
+                    (int)a->num_seqs);
+  if (a->cache.page_size < 1)
+    return rpa_fail(ctx, RPA_INVALID_PAGES, "cache.page_size: %d is < 1",
+                    (int)a->cache.page_size);
+  if (a->cache.num_pages < 0)
+    return rpa_fail(ctx, RPA_INVALID_PAGES, "cache.num_pages: %d is negative",
+                    (int)a->cache.num_pages);
+  if (a->pages_per_seq < 0)
+    return rpa_fail(ctx, RPA_INVALID_PAGES, "pages_per_seq: %d is negative",
+                    (int)a->pages_per_seq);
+  if (!mul_ok(a->num_seqs, a->pages_per_seq, table_len))
+    return rpa_fail(ctx, RPA_OVERFLOW, "num_seqs * pages_per_seq overflows");
+  return RPA_OK;
+}
+
+/* Required pointers, rules 18-21, in that order. */
+static rpa_status check_pointers(rpa_context *ctx, const rpa_args *a,
+                                 int64_t table_len) {
+  if (!a->q.data) return rpa_fail(ctx, RPA_NULL_POINTER, "q.data: NULL");
+  if (!a->out.data) return rpa_fail(ctx, RPA_NULL_POINTER, "out.data: NULL");
+  if (!a->cache.k) return rpa_fail(ctx, RPA_NULL_POINTER, "cache.k: NULL");
+  if (updates(a) && !a->k.data)
+    return rpa_fail(ctx, RPA_NULL_POINTER,
+                    "k.data: NULL while update_kv_cache is on");
+  if (updates(a) && !is_latent(a) && !a->v.data)
+    return rpa_fail(ctx, RPA_NULL_POINTER,
+                    "v.data: NULL while update_kv_cache is on");
+  if (a->num_seqs > 0 && (!a->cu_q_lens || !a->kv_lens))
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL with num_seqs %d",
+                    a->cu_q_lens ? "kv_lens" : "cu_q_lens", (int)a->num_seqs);
+  if (table_len > 0 && !a->page_indices)
+    return rpa_fail(ctx, RPA_NULL_POINTER, "page_indices: NULL");
+  return RPA_OK;
+}
+
+/* Parameters, rules 22-29: scales, soft cap, window and sinks. */
+static rpa_status check_parameters(rpa_context *ctx, const rpa_args *a) {
+  if (!isfinite(a->sm_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "sm_scale: %g is not finite",
+                    (double)a->sm_scale);
+  if (!finite_positive(a->k_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "k_scale: %g must be finite and > 0", (double)a->k_scale);
+  if (!finite_positive(a->v_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "v_scale: %g must be finite and > 0", (double)a->v_scale);
+  if (a->q_scale != 0.0f && !finite_positive(a->q_scale))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "q_scale: %g must be 0 (off) or finite and > 0",
+                    (double)a->q_scale);
+  if (a->soft_cap != 0.0f && !finite_positive(a->soft_cap))
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "soft_cap: %g must be 0 (off) or finite and > 0",
+                    (double)a->soft_cap);
+  if (a->sliding_window < 0)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "sliding_window: %d must be 0 (off) or > 0",
+                    (int)a->sliding_window);
+  if (a->sliding_window > 0 && !a->causal)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "sliding_window: %d given with non-causal attention "
+                    "(a window needs causal)",
+                    (int)a->sliding_window);
+  if (a->sinks)
+    for (int32_t h = 0; h < a->num_q_heads; h++)
+      if (isnan(a->sinks[h]) || a->sinks[h] == INFINITY)
+        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                        "sinks: head %d is %g (NaN and +inf are not logits; "
+                        "-inf means no sink)",
+                        (int)h, (double)a->sinks[h]);
+  return RPA_OK;
+}
+
+/* Distribution, rule 30; *seqs = S', the sequences the call covers:
+   distribution[2] when a distribution is given, else num_seqs. */
+static rpa_status check_distribution(rpa_context *ctx, const rpa_args *a,
+                                     int32_t *seqs) {
+  const int32_t *dist = a->distribution;
+  *seqs = a->num_seqs;
+  if (!dist) return RPA_OK;
+  if (dist[0] < 0 || dist[0] > dist[1] || dist[1] > dist[2] ||
+      dist[2] > a->num_seqs)
+    return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                    "distribution: (%d, %d, %d) must satisfy 0 <= "
+                    "decode_end <= prefill_end <= mixed_end <= num_seqs %d",
+                    (int)dist[0], (int)dist[1], (int)dist[2], (int)a->num_seqs);
+  *seqs = dist[2];
+  return RPA_OK;
+}
+
+/* Sequences, rule 31 once, then rules 32-36 for each sequence in turn: its
+   lengths and the page ids it uses. Fills the batch's totals into info. */
+static rpa_status check_lengths(rpa_context *ctx, const rpa_args *a,
+                                int32_t seqs, rpa_batch_info *info) {
+  if (seqs > 0 && a->cu_q_lens[0] != 0)
+    return rpa_fail(ctx, RPA_INVALID_LENGTHS, "cu_q_lens[0]: %d is not 0",
+                    (int)a->cu_q_lens[0]);
+  int64_t total_kv = 0;
+  int32_t num_decode = 0, max_q = 0;
+  for (int32_t i = 0; i < seqs; i++) {
+    const int32_t q0 = a->cu_q_lens[i], q1 = a->cu_q_lens[i + 1];
+    const int32_t kv = a->kv_lens[i];
+    if (q1 <= q0)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "cu_q_lens: sequence %d has q_len %lld (cu_q_lens[%d] "
+                      "= %d, cu_q_lens[%d] = %d); each sequence needs "
+                      "q_len >= 1",
+                      (int)i, (long long)q1 - q0, (int)i, (int)q0, (int)i + 1,
+                      (int)q1);
+    if (q1 > a->num_tokens)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "cu_q_lens: sequence %d ends at token %d, past "
+                      "num_tokens %d",
+                      (int)i, (int)q1, (int)a->num_tokens);
+    const int32_t q_len = q1 - q0;
+    if (kv < q_len)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "kv_lens: sequence %d has kv_len %d < q_len %d "
+                      "(kv_len includes the new tokens)",
+                      (int)i, (int)kv, (int)q_len);
+    const int64_t pages =
+        ((int64_t)kv + a->cache.page_size - 1) / a->cache.page_size;
+    if (pages > a->pages_per_seq)
+      return rpa_fail(ctx, RPA_INVALID_PAGES,
+                      "pages_per_seq: sequence %d needs %lld pages for "
+                      "kv_len %d at page_size %d, more than pages_per_seq %d",
+                      (int)i, (long long)pages, (int)kv,
+                      (int)a->cache.page_size, (int)a->pages_per_seq);
+    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
+    for (int64_t p = 0; p < pages; p++)
+      if (row[p] < 0 || row[p] >= a->cache.num_pages)
+        return rpa_fail(ctx, RPA_INVALID_PAGES,
+                        "page_indices: sequence %d, logical page %lld is "
+                        "physical page %d, outside [0, num_pages %d)",
+                        (int)i, (long long)p, (int)row[p],
+                        (int)a->cache.num_pages);
+    total_kv += kv;
+    num_decode += q_len == 1;
+    if (q_len > max_q) max_q = q_len;
+  }
+  info->num_decode = num_decode;
+  info->max_q_len = max_q;
+  info->total_q = seqs > 0 ? a->cu_q_lens[seqs] : 0;
+  info->total_kv = total_kv;
+  return RPA_OK;
+}
+
+/* Sequences, rules 37-38 for each sequence in turn: the distribution hint
+   against the lengths. Checked once every length is known to be sound, so
+   that a broken length is reported as such. */
+static rpa_status check_hint(rpa_context *ctx, const rpa_args *a,
+                             int32_t seqs) {
+  const int32_t *dist = a->distribution;
+  for (int32_t i = 0; dist && i < seqs; i++) {
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    if (i < dist[0] && q_len != 1)
+      return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                      "distribution: sequence %d is in the decode range "
+                      "[0, %d) but has q_len %d",
+                      (int)i, (int)dist[0], (int)q_len);
+    if (i >= dist[0] && i < dist[1]) {
+      const int32_t first = a->cu_q_lens[dist[0] + 1] - a->cu_q_lens[dist[0]];
+      if (q_len != first)
+        return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
+                        "distribution: sequence %d is in the prefill range "
+                        "[%d, %d) of fixed chunk size %d but has q_len %d",
+                        (int)i, (int)dist[0], (int)dist[1], (int)first,
+                        (int)q_len);
+    }
+  }
+  return RPA_OK;
+}
+
+/* Sequences, rules M1-M3 once and M4-M7 for each sequence in turn: a custom
+   mask lies in its buffer, marks the diagonal and nothing above it.
+   *mask_bytes: the mask's size (0 without one). */
+static rpa_status check_mask(rpa_context *ctx, const rpa_args *a, int32_t seqs,
+                             int64_t *mask_bytes) {
+  *mask_bytes = 0;
+  if (!a->mask) return RPA_OK;
+  if (!a->causal)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                    "mask: given with non-causal attention (a custom mask "
+                    "refines the causal one)");
+  if (seqs > 0 && !a->mask_offsets)
+    return rpa_fail(ctx, RPA_NULL_POINTER,
+                    "mask_offsets: NULL while mask is given");
+  if (a->mask_bits < 0)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "mask_bits: %lld is negative",
+                    (long long)a->mask_bits);
+  *mask_bytes = a->mask_bits / 8 + (a->mask_bits % 8 != 0);
+  if (!address_ok(a->mask, *mask_bytes))
+    return rpa_fail(ctx, RPA_OVERFLOW,
+                    "mask: %lld bits overflow the address space",
+                    (long long)a->mask_bits);
+  for (int32_t i = 0; i < seqs; i++) {
+    const int64_t off = a->mask_offsets[i];
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    if (off == -1) continue;
+    if (off < 0)
+      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                      "mask_offsets: sequence %d has offset %lld (-1 for "
+                      "no mask, else >= 0)",
+                      (int)i, (long long)off);
+    const int64_t bits = (int64_t)q_len * q_len;
+    if (off > a->mask_bits - bits)
+      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                      "mask: sequence %d's %d x %d bits at offset %lld "
+                      "run past mask_bits %lld",
+                      (int)i, (int)q_len, (int)q_len, (long long)off,
+                      (long long)a->mask_bits);
+    for (int32_t j = 0; j < q_len; j++) {
+      if (!rpa_mask_bit(a, i, q_len, j, j))
+        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                        "mask: sequence %d, new token %d does not see "
+                        "itself (every row must mark its own token)",
+                        (int)i, (int)j);
+      for (int32_t k = j + 1; k < q_len; k++)
+        if (rpa_mask_bit(a, i, q_len, j, k))
+          return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                          "mask: sequence %d, new token %d sees new token "
+                          "%d, a later position than its own",
+                          (int)i, (int)j, (int)k);
+    }
+  }
+  return RPA_OK;
+}
+
+/* Sequences, rules C1-C3 once and C4-C7 for each sequence in turn: a shared
+   prefix is cached, in the same pages for every member, and never
+   written. */
+static rpa_status check_shared(rpa_context *ctx, const rpa_args *a,
+                               int32_t seqs) {
+  if (a->num_shared < 0)
+    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "num_shared: %d is negative",
+                    (int)a->num_shared);
+  if (a->num_shared > 0 && (!a->shared_len || (seqs > 0 && !a->shared_group)))
+    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL with num_shared %d",
+                    a->shared_len ? "shared_group" : "shared_len",
+                    (int)a->num_shared);
+  for (int32_t g = 0; g < a->num_shared; g++)
+    if (a->shared_len[g] < 0)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "shared_len: group %d has %d tokens", (int)g,
+                      (int)a->shared_len[g]);
+  for (int32_t i = 0; a->num_shared > 0 && i < seqs; i++) {
+    const int32_t g = a->shared_group[i];
+    if (g == -1) continue;
+    if (g < 0 || g >= a->num_shared)
+      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
+                      "shared_group: sequence %d is in group %d, not -1 or in "
+                      "[0, num_shared %d)",
+                      (int)i, (int)g, (int)a->num_shared);
+    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
+    const int32_t cached = a->kv_lens[i] - q_len, L = a->shared_len[g];
+    if (L > cached)
+      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
+                      "shared_len: group %d's prefix of %d tokens is longer "
+                      "than sequence %d's %d cached tokens (kv_len - q_len)",
+                      (int)g, (int)L, (int)i, (int)cached);
+    const int64_t ps = a->cache.page_size;
+    const int64_t pages = (L + ps - 1) / ps;
+    if (updates(a) && cached < pages * ps)
+      return rpa_fail(ctx, RPA_OVERLAP,
+                      "shared_len: sequence %d writes its token at position "
+                      "%d into logical page %lld, a page of group %d's shared "
+                      "prefix (%d tokens)",
+                      (int)i, (int)cached, (long long)(cached / ps), (int)g,
+                      (int)L);
+    int32_t prev = i - 1;
+    while (prev >= 0 && a->shared_group[prev] != g) prev--;
+    if (prev < 0) continue;
+    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
+    const int32_t *ref = a->page_indices + (int64_t)prev * a->pages_per_seq;
+    for (int64_t p = 0; p < pages; p++)
+      if (row[p] != ref[p])
+        return rpa_fail(ctx, RPA_INVALID_PAGES,
+                        "shared_group: sequence %d's logical page %lld is "
+                        "physical page %d, but group %d's prefix has page %d "
+                        "there (sequence %d)",
+                        (int)i, (long long)p, (int)row[p], (int)g, (int)ref[p],
+                        (int)prev);
+  }
+  return RPA_OK;
+}
+
+/* Sequences, rule 38a (with update): pages the fused write touches must
+   not be read by another sequence of the call, nor written twice: items run
+   on several threads, so such a read would see the old or the new token by
+   timing. Every (physical page, writer) pair is listed and sorted; each
+   page a sequence reads is looked up in the list. Costs O(pages read x
+   log(pages written)), never O(num_pages). Lengths and page ids are
+   already valid. */
 typedef struct written_page {
   int32_t page, seq;
   int64_t logical;
@@ -297,345 +664,50 @@ static rpa_status check_written_pages(rpa_context *ctx, const rpa_args *a,
   return RPA_OK;
 }
 
-static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
+/* The footprint of every tensor of the call, as the layout rules compute
+   them and the overlap rules compare them. A tensor the call does not use
+   keeps span 0. */
+typedef struct call_views {
+  view q, k, v, out, ck, cv, lse;
+  int64_t table_bytes; /* page_indices */
+} call_views;
 
-rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
-                             rpa_batch_info *info) {
+/* Layouts, rules 39-46: each tensor's strides, then its footprint, then
+   (written tensors) self-overlap; then the page table's byte size. */
+static rpa_status check_layouts(rpa_context *ctx, const rpa_args *a,
+                                int64_t table_len, call_views *w) {
+  const int64_t T = a->num_tokens, Hq = a->num_q_heads, Hkv = a->num_kv_heads,
+                D = a->head_dim, dv = value_dim(a);
+  const int update = updates(a), latent = is_latent(a);
   rpa_status st;
-  if (!a) return rpa_fail(ctx, RPA_NULL_POINTER, "args: NULL");
-
-  /* ---- shape ---- */
-  if (a->num_tokens < 0)
-    return rpa_fail(ctx, RPA_INVALID_SHAPE, "num_tokens: %d is negative",
-                    (int)a->num_tokens);
-  if (a->num_q_heads < 1 || a->num_kv_heads < 1)
-    return rpa_fail(ctx, RPA_INVALID_SHAPE,
-                    "num_q_heads (%d) and num_kv_heads (%d) must be >= 1",
-                    (int)a->num_q_heads, (int)a->num_kv_heads);
-  if (a->num_q_heads % a->num_kv_heads != 0)
-    return rpa_fail(ctx, RPA_INVALID_SHAPE,
-                    "num_q_heads: %d is not a multiple of num_kv_heads %d",
-                    (int)a->num_q_heads, (int)a->num_kv_heads);
-  if (a->head_dim < 1 || a->head_dim > RPA_MAX_HEAD_DIM)
-    return rpa_fail(ctx, RPA_INVALID_SHAPE,
-                    "head_dim: %d is outside [1, %d]", (int)a->head_dim,
-                    RPA_MAX_HEAD_DIM);
-  const int latent = a->cache.v == NULL;
-  const int32_t dv = a->head_dim_v ? a->head_dim_v : a->head_dim;
-  if (dv < 1 || dv > RPA_MAX_HEAD_DIM)
-    return rpa_fail(ctx, RPA_INVALID_SHAPE,
-                    "head_dim_v: %d is outside [1, %d]", (int)a->head_dim_v,
-                    RPA_MAX_HEAD_DIM);
-  if (latent && dv > a->head_dim)
-    return rpa_fail(ctx, RPA_INVALID_SHAPE,
-                    "head_dim_v: %d exceeds head_dim %d, but cache.v is NULL "
-                    "(latent cache: values are the head of each key row)",
-                    (int)dv, (int)a->head_dim);
-
-  /* ---- dtypes ---- */
-  if (!is_io_dtype(a->q.dtype))
-    return rpa_fail(ctx, RPA_INVALID_DTYPE,
-                    "q.dtype: %d is not f32, bf16 or f16", (int)a->q.dtype);
-  if (!is_io_dtype(a->out.dtype))
-    return rpa_fail(ctx, RPA_INVALID_DTYPE,
-                    "out.dtype: %d is not f32, bf16 or f16",
-                    (int)a->out.dtype);
-  if (!is_dtype(a->cache.dtype))
-    return rpa_fail(ctx, RPA_INVALID_DTYPE, "cache.dtype: %d is not a dtype",
-                    (int)a->cache.dtype);
-  const int update = a->update_kv_cache != 0;
-  if (update && a->k.dtype != a->cache.dtype)
-    return rpa_fail(ctx, RPA_INVALID_DTYPE,
-                    "k.dtype: %s differs from cache.dtype %s (new keys come "
-                    "in the cache's dtype)",
-                    rpa_dtype_name(a->k.dtype), rpa_dtype_name(a->cache.dtype));
-  if (update && !latent && a->v.dtype != a->cache.dtype)
-    return rpa_fail(ctx, RPA_INVALID_DTYPE,
-                    "v.dtype: %s differs from cache.dtype %s (new values "
-                    "come in the cache's dtype)",
-                    rpa_dtype_name(a->v.dtype), rpa_dtype_name(a->cache.dtype));
-
-  /* ---- batch metadata: scalars ---- */
-  if (a->num_seqs < 0)
-    return rpa_fail(ctx, RPA_INVALID_LENGTHS, "num_seqs: %d is negative",
-                    (int)a->num_seqs);
-  if (a->cache.page_size < 1)
-    return rpa_fail(ctx, RPA_INVALID_PAGES, "cache.page_size: %d is < 1",
-                    (int)a->cache.page_size);
-  if (a->cache.num_pages < 0)
-    return rpa_fail(ctx, RPA_INVALID_PAGES, "cache.num_pages: %d is negative",
-                    (int)a->cache.num_pages);
-  if (a->pages_per_seq < 0)
-    return rpa_fail(ctx, RPA_INVALID_PAGES, "pages_per_seq: %d is negative",
-                    (int)a->pages_per_seq);
-  int64_t table_len;
-  if (!mul_ok(a->num_seqs, a->pages_per_seq, &table_len))
-    return rpa_fail(ctx, RPA_OVERFLOW, "num_seqs * pages_per_seq overflows");
-
-  /* ---- required pointers ---- */
-  if (!a->q.data) return rpa_fail(ctx, RPA_NULL_POINTER, "q.data: NULL");
-  if (!a->out.data) return rpa_fail(ctx, RPA_NULL_POINTER, "out.data: NULL");
-  if (!a->cache.k) return rpa_fail(ctx, RPA_NULL_POINTER, "cache.k: NULL");
-  if (update && !a->k.data)
-    return rpa_fail(ctx, RPA_NULL_POINTER,
-                    "k.data: NULL while update_kv_cache is on");
-  if (update && !latent && !a->v.data)
-    return rpa_fail(ctx, RPA_NULL_POINTER,
-                    "v.data: NULL while update_kv_cache is on");
-  if (a->num_seqs > 0 && (!a->cu_q_lens || !a->kv_lens))
-    return rpa_fail(ctx, RPA_NULL_POINTER,
-                    "%s: NULL with num_seqs %d",
-                    a->cu_q_lens ? "kv_lens" : "cu_q_lens", (int)a->num_seqs);
-  if (table_len > 0 && !a->page_indices)
-    return rpa_fail(ctx, RPA_NULL_POINTER, "page_indices: NULL");
-
-  /* ---- parameters ---- */
-  if (!isfinite(a->sm_scale))
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "sm_scale: %g is not finite",
-                    (double)a->sm_scale);
-  if (!finite_positive(a->k_scale))
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                    "k_scale: %g must be finite and > 0", (double)a->k_scale);
-  if (!finite_positive(a->v_scale))
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                    "v_scale: %g must be finite and > 0", (double)a->v_scale);
-  if (a->q_scale != 0.0f && !finite_positive(a->q_scale))
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                    "q_scale: %g must be 0 (off) or finite and > 0",
-                    (double)a->q_scale);
-  if (a->soft_cap != 0.0f && !finite_positive(a->soft_cap))
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                    "soft_cap: %g must be 0 (off) or finite and > 0",
-                    (double)a->soft_cap);
-  if (a->sliding_window < 0)
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                    "sliding_window: %d must be 0 (off) or > 0",
-                    (int)a->sliding_window);
-  if (a->sliding_window > 0 && !a->causal)
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                    "sliding_window: %d given with non-causal attention "
-                    "(a window needs causal)",
-                    (int)a->sliding_window);
-  if (a->sinks)
-    for (int32_t h = 0; h < a->num_q_heads; h++)
-      if (isnan(a->sinks[h]) || a->sinks[h] == INFINITY)
-        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                        "sinks: head %d is %g (NaN and +inf are not logits; "
-                        "-inf means no sink)",
-                        (int)h, (double)a->sinks[h]);
-
-  /* ---- distribution and the sequences it covers ---- */
-  int32_t seqs = a->num_seqs;
-  const int32_t *dist = a->distribution;
-  if (dist) {
-    if (dist[0] < 0 || dist[0] > dist[1] || dist[1] > dist[2] ||
-        dist[2] > a->num_seqs)
-      return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
-                      "distribution: (%d, %d, %d) must satisfy 0 <= "
-                      "decode_end <= prefill_end <= mixed_end <= num_seqs %d",
-                      (int)dist[0], (int)dist[1], (int)dist[2],
-                      (int)a->num_seqs);
-    seqs = dist[2];
-  }
-
-  /* ---- per-sequence lengths and pages ---- */
-  if (seqs > 0 && a->cu_q_lens[0] != 0)
-    return rpa_fail(ctx, RPA_INVALID_LENGTHS, "cu_q_lens[0]: %d is not 0",
-                    (int)a->cu_q_lens[0]);
-  int64_t total_kv = 0;
-  int32_t num_decode = 0, max_q = 0;
-  for (int32_t i = 0; i < seqs; i++) {
-    const int32_t q0 = a->cu_q_lens[i], q1 = a->cu_q_lens[i + 1];
-    const int32_t kv = a->kv_lens[i];
-    if (q1 <= q0)
-      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
-                      "cu_q_lens: sequence %d has q_len %lld (cu_q_lens[%d] "
-                      "= %d, cu_q_lens[%d] = %d); each sequence needs "
-                      "q_len >= 1",
-                      (int)i, (long long)q1 - q0, (int)i, (int)q0,
-                      (int)i + 1, (int)q1);
-    if (q1 > a->num_tokens)
-      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
-                      "cu_q_lens: sequence %d ends at token %d, past "
-                      "num_tokens %d",
-                      (int)i, (int)q1, (int)a->num_tokens);
-    const int32_t q_len = q1 - q0;
-    if (kv < q_len)
-      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
-                      "kv_lens: sequence %d has kv_len %d < q_len %d "
-                      "(kv_len includes the new tokens)",
-                      (int)i, (int)kv, (int)q_len);
-    const int64_t pages = ((int64_t)kv + a->cache.page_size - 1) /
-                          a->cache.page_size;
-    if (pages > a->pages_per_seq)
-      return rpa_fail(ctx, RPA_INVALID_PAGES,
-                      "pages_per_seq: sequence %d needs %lld pages for "
-                      "kv_len %d at page_size %d, more than pages_per_seq %d",
-                      (int)i, (long long)pages, (int)kv,
-                      (int)a->cache.page_size, (int)a->pages_per_seq);
-    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
-    for (int64_t p = 0; p < pages; p++)
-      if (row[p] < 0 || row[p] >= a->cache.num_pages)
-        return rpa_fail(ctx, RPA_INVALID_PAGES,
-                        "page_indices: sequence %d, logical page %lld is "
-                        "physical page %d, outside [0, num_pages %d)",
-                        (int)i, (long long)p, (int)row[p],
-                        (int)a->cache.num_pages);
-    total_kv += kv;
-    num_decode += q_len == 1;
-    if (q_len > max_q) max_q = q_len;
-  }
-  /* The hint is checked once every length is known to be sound, so that a
-     broken length is reported as such. */
-  for (int32_t i = 0; dist && i < seqs; i++) {
-    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
-    if (i < dist[0] && q_len != 1)
-      return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
-                      "distribution: sequence %d is in the decode range "
-                      "[0, %d) but has q_len %d",
-                      (int)i, (int)dist[0], (int)q_len);
-    if (i >= dist[0] && i < dist[1]) {
-      const int32_t first = a->cu_q_lens[dist[0] + 1] - a->cu_q_lens[dist[0]];
-      if (q_len != first)
-        return rpa_fail(ctx, RPA_INVALID_DISTRIBUTION,
-                        "distribution: sequence %d is in the prefill range "
-                        "[%d, %d) of fixed chunk size %d but has q_len %d",
-                        (int)i, (int)dist[0], (int)dist[1], (int)first,
-                        (int)q_len);
-    }
-  }
-  /* Custom masks: in the buffer, on the diagonal, never above it. */
-  int64_t mask_bytes = 0;
-  if (a->mask) {
-    if (!a->causal)
-      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                      "mask: given with non-causal attention (a custom mask "
-                      "refines the causal one)");
-    if (seqs > 0 && !a->mask_offsets)
-      return rpa_fail(ctx, RPA_NULL_POINTER,
-                      "mask_offsets: NULL while mask is given");
-    if (a->mask_bits < 0)
-      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                      "mask_bits: %lld is negative", (long long)a->mask_bits);
-    mask_bytes = a->mask_bits / 8 + (a->mask_bits % 8 != 0);
-    if (!address_ok(a->mask, mask_bytes))
-      return rpa_fail(ctx, RPA_OVERFLOW,
-                      "mask: %lld bits overflow the address space",
-                      (long long)a->mask_bits);
-    for (int32_t i = 0; i < seqs; i++) {
-      const int64_t off = a->mask_offsets[i];
-      const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
-      if (off == -1) continue;
-      if (off < 0)
-        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                        "mask_offsets: sequence %d has offset %lld (-1 for "
-                        "no mask, else >= 0)",
-                        (int)i, (long long)off);
-      const int64_t bits = (int64_t)q_len * q_len;
-      if (off > a->mask_bits - bits)
-        return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                        "mask: sequence %d's %d x %d bits at offset %lld "
-                        "run past mask_bits %lld",
-                        (int)i, (int)q_len, (int)q_len, (long long)off,
-                        (long long)a->mask_bits);
-      for (int32_t j = 0; j < q_len; j++) {
-        if (!rpa_mask_bit(a, i, q_len, j, j))
-          return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                          "mask: sequence %d, new token %d does not see "
-                          "itself (every row must mark its own token)",
-                          (int)i, (int)j);
-        for (int32_t k = j + 1; k < q_len; k++)
-          if (rpa_mask_bit(a, i, q_len, j, k))
-            return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                            "mask: sequence %d, new token %d sees new token "
-                            "%d, a later position than its own",
-                            (int)i, (int)j, (int)k);
-      }
-    }
-  }
-  /* Shared prefixes: cached, in the same pages for every member, never
-     written. */
-  if (a->num_shared < 0)
-    return rpa_fail(ctx, RPA_INVALID_PARAMETER, "num_shared: %d is negative",
-                    (int)a->num_shared);
-  if (a->num_shared > 0 && (!a->shared_len || (seqs > 0 && !a->shared_group)))
-    return rpa_fail(ctx, RPA_NULL_POINTER, "%s: NULL with num_shared %d",
-                    a->shared_len ? "shared_group" : "shared_len",
-                    (int)a->num_shared);
-  for (int32_t g = 0; g < a->num_shared; g++)
-    if (a->shared_len[g] < 0)
-      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
-                      "shared_len: group %d has %d tokens", (int)g,
-                      (int)a->shared_len[g]);
-  for (int32_t i = 0; a->num_shared > 0 && i < seqs; i++) {
-    const int32_t g = a->shared_group[i];
-    if (g == -1) continue;
-    if (g < 0 || g >= a->num_shared)
-      return rpa_fail(ctx, RPA_INVALID_PARAMETER,
-                      "shared_group: sequence %d is in group %d, not -1 or in "
-                      "[0, num_shared %d)",
-                      (int)i, (int)g, (int)a->num_shared);
-    const int32_t q_len = a->cu_q_lens[i + 1] - a->cu_q_lens[i];
-    const int32_t cached = a->kv_lens[i] - q_len, L = a->shared_len[g];
-    if (L > cached)
-      return rpa_fail(ctx, RPA_INVALID_LENGTHS,
-                      "shared_len: group %d's prefix of %d tokens is longer "
-                      "than sequence %d's %d cached tokens (kv_len - q_len)",
-                      (int)g, (int)L, (int)i, (int)cached);
-    const int64_t ps = a->cache.page_size;
-    const int64_t pages = (L + ps - 1) / ps;
-    if (update && cached < pages * ps)
-      return rpa_fail(ctx, RPA_OVERLAP,
-                      "shared_len: sequence %d writes its token at position "
-                      "%d into logical page %lld, a page of group %d's shared "
-                      "prefix (%d tokens)",
-                      (int)i, (int)cached, (long long)(cached / ps), (int)g,
-                      (int)L);
-    int32_t prev = i - 1;
-    while (prev >= 0 && a->shared_group[prev] != g) prev--;
-    if (prev < 0) continue;
-    const int32_t *row = a->page_indices + (int64_t)i * a->pages_per_seq;
-    const int32_t *ref = a->page_indices + (int64_t)prev * a->pages_per_seq;
-    for (int64_t p = 0; p < pages; p++)
-      if (row[p] != ref[p])
-        return rpa_fail(ctx, RPA_INVALID_PAGES,
-                        "shared_group: sequence %d's logical page %lld is "
-                        "physical page %d, but group %d's prefix has page %d "
-                        "there (sequence %d)",
-                        (int)i, (long long)p, (int)row[p], (int)g, (int)ref[p],
-                        (int)prev);
-  }
-  const int64_t total_q = seqs > 0 ? a->cu_q_lens[seqs] : 0;
-  if (update && (st = check_written_pages(ctx, a, seqs))) return st;
-
-  /* ---- tensor layouts, sizes and overlaps ---- */
-  const int64_t T = a->num_tokens, Hq = a->num_q_heads,
-                Hkv = a->num_kv_heads, D = a->head_dim;
-  view q, k = {"k", NULL, 0}, v = {"v", NULL, 0}, o, ck, cv = {"cache.v", NULL, 0},
-           lse = {"lse", NULL, 0};
-  if ((st = check_tensor(ctx, "q", &a->q, T, Hq, D, 0, &q))) return st;
-  if ((st = check_tensor(ctx, "out", &a->out, T, Hq, dv, 1, &o))) return st;
-  if (update && (st = check_tensor(ctx, "k", &a->k, T, Hkv, D, 0, &k)))
+  w->k = (view){"k", NULL, 0};
+  w->v = (view){"v", NULL, 0};
+  w->cv = (view){"cache.v", NULL, 0};
+  w->lse = (view){"lse", NULL, 0};
+  if ((st = check_tensor(ctx, "q", &a->q, T, Hq, D, 0, &w->q))) return st;
+  if ((st = check_tensor(ctx, "out", &a->out, T, Hq, dv, 1, &w->out)))
+    return st;
+  if (update && (st = check_tensor(ctx, "k", &a->k, T, Hkv, D, 0, &w->k)))
     return st;
   if (update && !latent &&
-      (st = check_tensor(ctx, "v", &a->v, T, Hkv, dv, 0, &v)))
+      (st = check_tensor(ctx, "v", &a->v, T, Hkv, dv, 0, &w->v)))
     return st;
   if ((st = check_cache_part(ctx, "cache.k", a->cache.k, &a->cache,
                              a->cache.k_page_stride, a->cache.k_slot_stride,
-                             a->cache.k_head_stride, Hkv, D, update, &ck)))
+                             a->cache.k_head_stride, Hkv, D, update, &w->ck)))
     return st;
   if (!latent &&
       (st = check_cache_part(ctx, "cache.v", a->cache.v, &a->cache,
                              a->cache.v_page_stride, a->cache.v_slot_stride,
-                             a->cache.v_head_stride, Hkv, dv, update, &cv)))
+                             a->cache.v_head_stride, Hkv, dv, update, &w->cv)))
     return st;
   if (a->lse) {
     if (a->lse_token_stride < 0 || a->lse_head_stride < 0)
       return rpa_fail(ctx, RPA_INVALID_STRIDE, "lse: strides must be >= 0");
     const int64_t dims[2] = {T, Hq};
     const int64_t strides[2] = {a->lse_token_stride, a->lse_head_stride};
-    if (!footprint(dims, strides, 2, sizeof(float), &lse.span) ||
-        !address_ok(a->lse, lse.span))
+    if (!footprint(dims, strides, 2, sizeof(float), &w->lse.span) ||
+        !address_ok(a->lse, w->lse.span))
       return rpa_fail(ctx, RPA_OVERFLOW, "lse: [%lld, %lld] overflows",
                       (long long)T, (long long)Hq);
     if (!non_overlapping(dims, strides, 2))
@@ -644,18 +716,29 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
                       "overlap",
                       (long long)a->lse_token_stride,
                       (long long)a->lse_head_stride);
-    lse.base = a->lse;
+    w->lse.base = a->lse;
   }
-  int64_t table_bytes;
-  if (!mul_ok(table_len, 4, &table_bytes) || !address_ok(a->page_indices, table_bytes))
+  if (!mul_ok(table_len, 4, &w->table_bytes) ||
+      !address_ok(a->page_indices, w->table_bytes))
     return rpa_fail(ctx, RPA_OVERFLOW,
                     "pages_per_seq: num_seqs %d * pages_per_seq %d entries "
                     "overflow the address space",
                     (int)a->num_seqs, (int)a->pages_per_seq);
+  return RPA_OK;
+}
+
+/* Overlaps, rules 47-48: a written cache's K and V overlap only as an
+   interleave; then out, lse and (with update) the cache parts each against
+   every other buffer, the metadata arrays included. The two cache parts may
+   interleave with each other (upstream's combined layout). */
+static rpa_status check_overlaps(rpa_context *ctx, const rpa_args *a,
+                                 int64_t mask_bytes, const call_views *w) {
+  const int update = updates(a);
+  const int64_t Hq = a->num_q_heads;
   const view meta[8] = {
       {"cu_q_lens", a->cu_q_lens, ((int64_t)a->num_seqs + 1) * 4},
       {"kv_lens", a->kv_lens, (int64_t)a->num_seqs * 4},
-      {"page_indices", a->page_indices, table_bytes},
+      {"page_indices", a->page_indices, w->table_bytes},
       {"sinks", a->sinks, a->sinks ? Hq * 4 : 0},
       {"mask", a->mask, a->mask ? mask_bytes : 0},
       {"mask_offsets", a->mask ? a->mask_offsets : NULL,
@@ -664,40 +747,62 @@ rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
        (int64_t)a->num_shared * 4},
       {"shared_group", a->num_shared > 0 ? a->shared_group : NULL,
        a->num_shared > 0 ? (int64_t)a->num_seqs * 4 : 0}};
-  if (update && !latent && views_overlap(&ck, &cv) &&
-      !kv_interleave_ok(&a->cache, Hkv, D, dv))
+  if (update && !is_latent(a) && views_overlap(&w->ck, &w->cv) &&
+      !kv_interleave_ok(&a->cache, a->num_kv_heads, a->head_dim, value_dim(a)))
     return rpa_fail(ctx, RPA_OVERLAP,
                     "cache.v: its rows overlap cache.k's rows, and the fused "
                     "update writes both (K and V may share a buffer only "
                     "interleaved, with equal strides)");
-  /* Every written buffer against every other buffer. The two cache parts
-     may interleave with each other (upstream's combined layout). */
-  const view *written[4] = {&o, &lse, update ? &ck : NULL,
-                            update ? &cv : NULL};
-  const view *all[10] = {&q, &k, &v, &o, &ck, &cv, &lse,
-                         &meta[0], &meta[1], &meta[2]};
-  for (int w = 0; w < 4; w++) {
-    if (!written[w]) continue;
+  const view *written[4] = {&w->out, &w->lse, update ? &w->ck : NULL,
+                            update ? &w->cv : NULL};
+  const view *all[15] = {&w->q,    &w->k,    &w->v,    &w->out,  &w->ck,
+                         &w->cv,   &w->lse,  &meta[0], &meta[1], &meta[2],
+                         &meta[3], &meta[4], &meta[5], &meta[6], &meta[7]};
+  for (int i = 0; i < 4; i++) {
+    if (!written[i]) continue;
     for (int r = 0; r < 15; r++) {
-      const view *other = r < 10 ? all[r] : &meta[r - 7];
-      if (other == written[w]) continue;
-      if ((written[w] == &ck && other == &cv) ||
-          (written[w] == &cv && other == &ck))
+      const view *other = all[r];
+      if (other == written[i]) continue;
+      if ((written[i] == &w->ck && other == &w->cv) ||
+          (written[i] == &w->cv && other == &w->ck))
         continue;
-      if (views_overlap(written[w], other))
-        return rpa_fail(ctx, RPA_OVERLAP, "%s: overlaps %s", written[w]->name,
+      if (views_overlap(written[i], other))
+        return rpa_fail(ctx, RPA_OVERLAP, "%s: overlaps %s", written[i]->name,
                         other->name);
     }
   }
+  return RPA_OK;
+}
 
-  info->num_seqs = seqs;
-  info->group = a->num_q_heads / a->num_kv_heads;
-  info->head_dim_v = dv;
-  info->latent = latent;
-  info->num_decode = num_decode;
-  info->max_q_len = max_q;
-  info->total_q = total_q;
-  info->total_kv = total_kv;
+/* Every rule of docs/contract.md section 13, in its order (rule 1: args is
+   not NULL, here); the first failure is returned and info is filled only on
+   success. */
+rpa_status rpa_validate_args(rpa_context *ctx, const rpa_args *a,
+                             rpa_batch_info *info) {
+  rpa_status st;
+  if (!a) return rpa_fail(ctx, RPA_NULL_POINTER, "args: NULL");
+  int64_t table_len = 0, mask_bytes = 0;
+  int32_t seqs;
+  rpa_batch_info b;
+  call_views views;
+  if ((st = check_shape(ctx, a))) return st;
+  if ((st = check_dtypes(ctx, a))) return st;
+  if ((st = check_batch_sizes(ctx, a, &table_len))) return st;
+  if ((st = check_pointers(ctx, a, table_len))) return st;
+  if ((st = check_parameters(ctx, a))) return st;
+  if ((st = check_distribution(ctx, a, &seqs))) return st;
+  if ((st = check_lengths(ctx, a, seqs, &b))) return st;
+  if ((st = check_hint(ctx, a, seqs))) return st;
+  if ((st = check_mask(ctx, a, seqs, &mask_bytes))) return st;
+  if ((st = check_shared(ctx, a, seqs))) return st;
+  if (updates(a) && (st = check_written_pages(ctx, a, seqs))) return st;
+  if ((st = check_layouts(ctx, a, table_len, &views))) return st;
+  if ((st = check_overlaps(ctx, a, mask_bytes, &views))) return st;
+  b.num_seqs = seqs;
+  b.group = a->num_q_heads / a->num_kv_heads;
+  b.head_dim_v = value_dim(a);
+  b.latent = is_latent(a);
+  *info = b;
   return RPA_OK;
 }
 

@@ -57,7 +57,7 @@ static void random_case(uint64_t seed, int kind, int32_t *q_lens,
   c->layout = (tb_layout)(tb_rand(&rng) % TB_LAYOUT_COUNT);
   c->head_dim = PICK(&rng, head_dims);
   /* 16, 20 and 64: decode of a large group runs through the prefill step
-     on some sets (rpa_kernels.decode_block_rows: avx2 from 16, avx512 from
+     on some sets (rpa_kernels.rows_block_min: avx2 from 16, avx512 from
      64) */
   static const int32_t groups[] = {1, 4, 8, 2, 16, 20, 64};
   if (c->layout == TB_LATENT) {

@@ -227,8 +227,8 @@ static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
     rows V = make_rows(sc->nkeys, sc->Dv, sc->dt, 1.0);
     item_bufs b = make_item(sc, sc->bf16_ok);
     const float kmul = 0.3f;
-    k->decode_begin(b.q, b.ld, sc->rows, sc->D, sc->dt, sc->bf16_ok);
-    rpa_decode_step_args a;
+    k->rows_begin(b.q, b.ld, sc->rows, sc->D, sc->dt, sc->bf16_ok);
+    rpa_rows_args a;
     a.q = b.q;
     a.ld = b.ld;
     a.rows = sc->rows;
@@ -243,7 +243,7 @@ static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
     a.ldo = b.ldo;
     a.work = b.work;
     a.bf16_ok = sc->bf16_ok;
-    const int step = k->decode_keys;
+    const int step = k->rows_keys;
     for (int c = 0; c < sc->nkeys; c += step) {
       const int n = sc->nkeys - c < step ? sc->nkeys - c : step;
       const int nn = sc->nkeys - c - n < step ? sc->nkeys - c - n : step;
@@ -254,9 +254,9 @@ static void run_decode_case(const rpa_kernels *k, const step_case *sc) {
       a.vnext = (const void *const *)V.row + c + n;
       a.n_next = nn;
       a.next_whole = (c / step) & 1; /* both prefetch shapes */
-      k->decode_step(&a);
+      k->rows_step(&a);
     }
-    k->decode_end(b.o, b.ldo, sc->rows, sc->Dv, sc->dt, sc->bf16_ok);
+    k->rows_end(b.o, b.ldo, sc->rows, sc->Dv, sc->dt, sc->bf16_ok);
     int bad_l;
     const double err = compare_rows(sc, &b, &K, &V, kmul, NULL, &bad_l);
     CHECK(!bad_l, "a row's sum is wrong");
@@ -293,7 +293,7 @@ static void run_prefill_case(const rpa_kernels *k, const step_case *sc,
     const int prefix = sc->nkeys - tokens;
     for (int r = 0; r < sc->rows; r++) pos[r] = prefix + r / G;
     const float kmul = 0.3f;
-    rpa_prefill_item it;
+    rpa_block it;
     it.q = b.q;
     it.ld = b.ld;
     it.qs = b.qs;
@@ -308,21 +308,21 @@ static void run_prefill_case(const rpa_kernels *k, const step_case *sc,
     it.causal = sc->causal;
     it.window = sc->window;
     it.bf16_ok = sc->bf16_ok;
-    k->prefill_begin(&it);
+    k->block_begin(&it);
     int64_t lo = 0, hi = sc->nkeys;
     if (sc->causal) {
       hi = prefix + tokens; /* the last row sees up to its own position */
       if (sc->window > 0 && prefix - sc->window + 1 > 0)
         lo = prefix - sc->window + 1;
     }
-    rpa_prefill_step_args a;
-    a.item = &it;
+    rpa_block_args a;
+    a.block = &it;
     a.m = b.m;
     a.l = b.l;
     a.o = b.o;
     a.ldo = b.ldo;
     a.work = b.work;
-    const int step = k->prefill_keys;
+    const int step = k->block_keys;
     for (int64_t c = lo; c < hi; c += step) {
       const int n = (int)(hi - c < step ? hi - c : step);
       int full = 1;
@@ -335,7 +335,7 @@ static void run_prefill_case(const rpa_kernels *k, const step_case *sc,
       a.full = full;
       a.krows = (const void *const *)K.row + c;
       a.vrows = (const void *const *)V.row + c;
-      k->prefill_step(&a);
+      k->block_step(&a);
     }
     int bad_l;
     const double err = compare_rows(sc, &b, &K, &V, kmul, pos, &bad_l);
@@ -360,7 +360,7 @@ enum { NUM_DIMS = sizeof head_dims / sizeof head_dims[0], NUM_DT = 5 };
 static void test_steps(const rpa_kernels *k) {
   const int quick = th_quick();
   /* key counts below, at and above one step, and several steps */
-  const int ds = k->decode_keys, ps = k->prefill_keys;
+  const int ds = k->rows_keys, ps = k->block_keys;
   const int dkeys[] = {1, ds - 1, ds, ds + 1, 3 * ds + 5};
   const int decode_rows[] = {1, 3, 4, 5, 8};
   for (int di = 0; di < NUM_DIMS; di++)
@@ -462,14 +462,14 @@ static void test_table(const rpa_kernels *k) {
   snprintf(name, sizeof name, "%s: every entry set, step sizes in range",
            k->name);
   th_begin(name);
-    CHECK(k->decode_begin && k->decode_step && k->decode_end &&
-              k->prefill_begin && k->prefill_step && k->load_row &&
+    CHECK(k->rows_begin && k->rows_step && k->rows_end &&
+              k->block_begin && k->block_step && k->load_row &&
               k->store_row && k->scale,
           "an entry is NULL");
-    CHECK(k->decode_keys >= 1 && k->decode_keys <= RPA_MAX_STEP_KEYS,
-          "decode_keys %d", k->decode_keys);
-    CHECK(k->prefill_keys >= 1 && k->prefill_keys <= RPA_MAX_STEP_KEYS,
-          "prefill_keys %d", k->prefill_keys);
+    CHECK(k->rows_keys >= 1 && k->rows_keys <= RPA_MAX_STEP_KEYS,
+          "decode_keys %d", k->rows_keys);
+    CHECK(k->block_keys >= 1 && k->block_keys <= RPA_MAX_STEP_KEYS,
+          "prefill_keys %d", k->block_keys);
   th_end();
 }
 

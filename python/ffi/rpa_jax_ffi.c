@@ -328,6 +328,19 @@ XLA_FFI_Error *rpa_jax_ragged_paged_attention(XLA_FFI_CallFrame *frame) {
   if (Hkv < 1 || 2 * Hkv > C)
     FAIL("kv_cache: %lld combined rows cannot hold K and V of %lld heads",
          (long long)C, (long long)Hkv);
+  /* Upstream pads the 2*Hkv rows up to a multiple of the packing (the
+     dtype's elements per 32-bit word, or the 5-D packing axis where
+     larger); rows for another head past that are more heads than the keys
+     have, refused as rpa.jax refuses them at trace time. */
+  int64_t packing = 4 / elem_size(kv_dt);
+  if (cin->rank == 5 && cin->dims[3] > packing) packing = cin->dims[3];
+  const int64_t padded = (2 * Hkv + packing - 1) / packing * packing;
+  if (C - padded >= 2)
+    FAIL("kv_cache: %lld combined rows hold K and V of %lld KV heads, more "
+         "than the %lld of keys (upstream pads the %lld rows only up to a "
+         "multiple of the packing, %lld)",
+         (long long)C, (long long)(C / 2), (long long)Hkv,
+         (long long)(2 * Hkv), (long long)packing);
   if (D > Dc)
     FAIL("kv_cache: last axis %lld is smaller than the head dim %lld of "
          "queries", (long long)Dc, (long long)D);

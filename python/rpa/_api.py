@@ -227,6 +227,12 @@ def attention(q, k, v, k_cache, v_cache, kv_lens, page_indices, cu_q_lens, *,
 
     if k is not None:
         k = _array("k", k, 3)
+        if k.shape[1] < Hkv:
+            raise ValueError(f"k_cache: {Hkv} KV heads, more than the "
+                             f"{k.shape[1]} of k (a cache with more heads "
+                             "than the new keys is a layout bug, e.g. a "
+                             "combined [pages, page_size, 2*Hkv, D] buffer "
+                             "passed without cache_views())")
         _check_shape("k", k, (T, Hkv, D))
     elif update:
         raise ValueError("k: None while update_kv_cache is True")
@@ -453,7 +459,8 @@ def cache_views(kv_cache, layout="combined", num_kv_heads=None, head_dim=None):
       is row 2h, V row 2h+1); also the 5-D [pages, page_size,
       2*Hkv // packing, packing, D], whose packing axis is folded. Padded
       rows or lanes (upstream aligns 2*Hkv to the packing and D to 128) are
-      cut off when num_kv_heads / head_dim are given.
+      cut off when num_kv_heads / head_dim are given; more rows than the
+      padding of num_kv_heads heads raise ValueError.
     - "vllm": [2, pages, page_size, Hkv, D] (K = kv_cache[0], V = [1]).
     - "flashinfer_nhd": [pages, 2, page_size, Hkv, D].
     - "flashinfer_hnd": [pages, 2, Hkv, page_size, D].
@@ -467,10 +474,15 @@ def cache_views(kv_cache, layout="combined", num_kv_heads=None, head_dim=None):
             raise ValueError(f"kv_cache: the combined layout is 4-D [pages, "
                              f"page_size, 2*Hkv, D] (or 5-D with a packing "
                              f"axis), got shape {kv_cache.shape}")
-        H = c.shape[2] // 2 if num_kv_heads is None else int(num_kv_heads)
-        if H < 1 or 2 * H > c.shape[2]:
-            raise ValueError(f"kv_cache: {c.shape[2]} combined rows cannot "
-                             f"hold K and V of {H} heads")
+        rows, packing = _combined_rows(kv_cache.shape, kv_cache.itemsize)
+        if num_kv_heads is None:
+            H = rows // 2  # an odd last row is padding
+            if H < 1:
+                raise ValueError(f"kv_cache: {rows} combined rows cannot "
+                                 "hold K and V of one head")
+        else:
+            H = int(num_kv_heads)
+            _check_combined_rows(rows, packing, H, "num_kv_heads")
         D = c.shape[3] if head_dim is None else int(head_dim)
         if not 1 <= D <= c.shape[3]:
             raise ValueError(f"head_dim: {D} exceeds the cache's last axis "
@@ -512,6 +524,69 @@ def _fold_packing(c):
     return r
 
 
+def _combined_rows(shape, itemsize):
+    """(C, packing) of a combined cache of this shape, 4-D [P, ps, C, D] or
+    5-D [P, ps, C // packing, packing, D]: its rows, and the multiple
+    upstream pads 2*Hkv rows up to, the dtype's elements per 32-bit word
+    (float32 1, 16-bit 2, 8-bit 4) or the 5-D packing axis where larger."""
+    packing = max(1, 4 // itemsize)
+    if len(shape) == 5:
+        return shape[2] * shape[3], max(packing, shape[3])
+    return shape[2], packing
+
+
+def _spare_heads(rows, packing, hkv):
+    """Whole heads' worth of rows a combined cache of `rows` rows has past
+    K and V of hkv heads and upstream's padding of them (2*hkv rows rounded
+    up to a multiple of the packing); -1 when it cannot hold the hkv heads.
+    A single row past the padding holds no head: it is left alone."""
+    if 2 * hkv > rows:
+        return -1
+    padded = -(-2 * hkv // packing) * packing  # 2*hkv rounded up
+    return max(rows - padded, 0) // 2
+
+
+def _check_combined_rows(rows, packing, hkv, source):
+    """A combined cache's rows hold K and V of the hkv heads `source` gives,
+    with at most upstream's padding past them. Rows for more heads than
+    that are a layout bug (another model's cache, another layout), not
+    padding: such a cache is refused, not read in part."""
+    spare = _spare_heads(rows, packing, hkv)
+    if hkv < 1 or spare < 0:
+        raise ValueError(f"kv_cache: {rows} combined rows cannot hold K and "
+                         f"V of the {hkv} KV heads of {source}")
+    if spare > 0:
+        raise ValueError(f"kv_cache: {rows} combined rows hold K and V of "
+                         f"{rows // 2} KV heads, more than the {hkv} of "
+                         f"{source} (upstream pads the {2 * hkv} rows only "
+                         f"up to a multiple of the packing, {packing})")
+
+
+def _v3_kv_heads(cache_shape, itemsize, keys_heads, values_heads):
+    """Hkv of upstream's call: the head count of keys (of values when keys
+    is None; None when both are), checked against values and against the
+    combined cache of cache_shape (_check_combined_rows). When keys and
+    values differ, the one the cache disagrees with too is named."""
+    if keys_heads is None and values_heads is None:
+        return None
+    rows, packing = _combined_rows(cache_shape, itemsize)
+    if keys_heads is not None and values_heads is not None and \
+            keys_heads != values_heads:
+        def fits(h):
+            return h >= 1 and _spare_heads(rows, packing, h) == 0
+        name, h, other, oh = (
+            ("keys", keys_heads, "values", values_heads)
+            if fits(values_heads) and not fits(keys_heads)
+            else ("values", values_heads, "keys", keys_heads))
+        raise ValueError(f"{name}: {h} KV heads, but {other} has {oh} "
+                         f"(kv_cache's {rows} combined rows hold K and V of "
+                         f"{rows // 2})")
+    source, hkv = (("keys", keys_heads) if keys_heads is not None
+                   else ("values", values_heads))
+    _check_combined_rows(rows, packing, hkv, source)
+    return hkv
+
+
 def get_kv_cache_shape(num_pages, page_size, num_kv_heads, head_dim):
     """Shape of the combined cache rpa expects: [pages, page_size, 2*Hkv, D]
     (no padding needed: any head_dim, any Hkv)."""
@@ -534,11 +609,13 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     queries [T, Hq, D]; keys, values [T, Hkv, D] in the cache dtype;
     kv_cache [num_pages, page_size, 2*Hkv, Dc] (K of head h at row 2h, V at
     2h+1) or upstream's 5-D [num_pages, page_size, 2*Hkv // packing, packing,
-    Dc]; rows past 2*Hkv and lanes past D (upstream's padding, Dc >= D) are
-    left alone. kv_lens [max_num_seqs], page_indices [max_num_seqs *
-    pages_per_seq], cu_q_lens [max_num_seqs + 1], distribution [3]
-    (decode_end, prefill_end, mixed_end) or None; only the first
-    distribution[2] sequences are computed.
+    Dc]; Hkv is keys' head count. Upstream's padding, rows past 2*Hkv up to
+    a multiple of the packing (2 for 16-bit, 4 for 8-bit dtypes) and lanes
+    past D (Dc >= D), is left alone; rows for more heads than keys past
+    that padding raise ValueError. kv_lens [max_num_seqs], page_indices
+    [max_num_seqs * pages_per_seq], cu_q_lens [max_num_seqs + 1],
+    distribution [3] (decode_end, prefill_end, mixed_end) or None; only the
+    first distribution[2] sequences are computed.
 
     Returns (output, updated_kv_cache) as upstream does. output is a new
     [T, Hq, D] array in queries' dtype (rows past cu_q_lens[num_seqs] are
@@ -560,6 +637,9 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
         cache = kv_cache
         if update_kv_cache and not isinstance(cache, np.ndarray):
             raise ValueError("kv_cache: inplace=True needs a numpy.ndarray")
+        if update_kv_cache and not cache.flags.writeable:
+            raise ValueError("kv_cache: the array is read-only, but "
+                             "inplace=True writes the update into it")
         if not isinstance(cache, np.ndarray):
             cache = np.asarray(cache)
     queries = np.asarray(queries)
@@ -572,9 +652,11 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
         if keys.ndim != 3:
             raise ValueError(f"keys: expected [T, Hkv, D], got shape "
                              f"{keys.shape}")
-        hkv = keys.shape[1]
-    else:
-        hkv = None
+    if values is not None:
+        values = np.asarray(values)
+        if values.ndim != 3:
+            raise ValueError(f"values: expected [T, Hkv, D], got shape "
+                             f"{values.shape}")
     if cache.ndim not in (4, 5):
         raise ValueError(f"kv_cache: expected [num_pages, page_size, 2*Hkv, "
                          f"D] or [num_pages, page_size, 2*Hkv // packing, "
@@ -582,6 +664,9 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     if cache.shape[-1] < D:
         raise ValueError(f"kv_cache: last axis {cache.shape[-1]} is smaller "
                          f"than the head dim {D} of queries")
+    hkv = _v3_kv_heads(cache.shape, cache.itemsize,
+                       None if keys is None else keys.shape[1],
+                       None if values is None else values.shape[1])
     kc, vc = cache_views(cache, "combined", num_kv_heads=hkv, head_dim=D)
     output = attention(queries, keys, values, kc, vc, kv_lens, page_indices,
                        cu_q_lens, distribution=distribution,

@@ -54,13 +54,27 @@ def _find():
                                              _LIBNAME))]
 
 
+def _why_not_built():
+    import json
+    try:
+        with open(os.path.join(os.path.dirname(__file__),
+                               "_build_info.json")) as f:
+            note = json.load(f).get("jax") or {}
+    except (OSError, ValueError):
+        return ""
+    if note.get("built"):
+        return ""
+    return (f" It was not built when this package was installed: "
+            f"{note.get('reason', 'no reason recorded')}.")
+
+
 _handler_lib, library_path = _lib.load_first(
     _find(), "rpa.jax: cannot find librpa_jax.so",
     "It is built when jaxlib's FFI headers are found at install "
     "time: `pip install --no-build-isolation ./python` in an environment "
     "with jax, or RPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()> pip install "
     "./python; from a checkout, configure CMake with "
-    "-DRPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()>.")
+    "-DRPA_JAX_INCLUDE_DIR=<jax.ffi.include_dir()>." + _why_not_built())
 jax.ffi.register_ffi_target(
     _TARGET, jax.ffi.pycapsule(_handler_lib.rpa_jax_ragged_paged_attention),
     platform="cpu")
@@ -114,7 +128,8 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     D] in the cache dtype (None when update_kv_cache is False); kv_cache
     [num_pages, page_size, 2*Hkv, Dc] or upstream's 5-D [num_pages,
     page_size, 2*Hkv // packing, packing, Dc] (Dc >= D; padded rows and
-    lanes are left alone); kv_lens [max_num_seqs], page_indices
+    lanes are left alone, more rows than upstream's padding of keys' Hkv
+    heads raise ValueError); kv_lens [max_num_seqs], page_indices
     [max_num_seqs * pages_per_seq] (or 2-D), cu_q_lens [max_num_seqs + 1],
     distribution [3] or None: int32.
 
@@ -165,7 +180,8 @@ def ragged_paged_attention(queries, keys, values, kv_cache, kv_lens,
     else:
         keys = _shape_of("keys", keys, 3)
         values = _shape_of("values", values, 3)
-        hkv = int(keys.shape[1])
+        hkv = _api._v3_kv_heads(kv_cache.shape, kv_cache.dtype.itemsize,
+                                int(keys.shape[1]), int(values.shape[1]))
         for name, x in (("keys", keys), ("values", values)):
             if tuple(x.shape) != (T, hkv, D):
                 raise ValueError(f"{name}: shape {tuple(x.shape)}, expected "

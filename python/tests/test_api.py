@@ -384,6 +384,99 @@ def test_strided_call_errors(rng):
     assert "layout" in str(error_of(rpa.cache_views, b.kv_cache, "nope"))
 
 
+def test_kv_head_errors_name_the_argument(rng):
+    """Keys, values and the cache disagreeing on the KV head count: the
+    message names the argument that disagrees with the other two and gives
+    both counts; an in-place cache that cannot be written is named kv_cache
+    (the argument), not the k_cache view made of it. Nothing is written."""
+    b = Batch(rng, random_lengths(rng, 1, 2), num_q_heads=8, num_kv_heads=4)
+    args = list(b.call_args())
+    before = b.kv_cache.copy()
+
+    def err(i, value, **kw):
+        a = list(args)
+        a[i] = value
+        return str(error_of(rpa.ragged_paged_attention, *a, **kw))
+
+    e = err(1, b.keys[:, :2], inplace=True)
+    assert e.startswith("keys: 2 KV heads, but values has 4"), e
+    assert "8 combined rows hold K and V of 4" in e
+    e = err(2, b.values[:, :2], inplace=True)
+    assert e.startswith("values: 2 KV heads, but keys has 4"), e
+    assert (bits(b.kv_cache) == bits(before)).all()
+    ro = b.kv_cache.copy()
+    ro.flags.writeable = False
+    e = err(3, ro, inplace=True)
+    assert e.startswith("kv_cache: the array is read-only"), e
+    assert "inplace=True" in e
+    # not written, so a read-only cache is fine in KV-share mode and for the
+    # functional call
+    rpa.ragged_paged_attention(*args[:3], ro, *args[4:], inplace=True,
+                               update_kv_cache=False)
+    rpa.ragged_paged_attention(*args[:3], ro, *args[4:])
+
+
+@pytest.mark.parametrize("kv_dtype,hkv,rows,accepted", [
+    (F32, 8, 32, False),   # a cache of 16 heads against keys of 8
+    (F32, 2, 5, True),     # a last row that holds no head is left alone
+    (F32, 2, 6, False),    # float32 packs one element per word: no padding
+    (BF16, 3, 6, True),
+    (BF16, 3, 8, False),   # 2*3 rows are already a multiple of 2
+    (BF16, 1, 4, False),   # two heads' rows against one head's keys
+    (E4M3, 1, 4, True),    # upstream's padding of 2 rows to the packing 4
+    (E4M3, 1, 8, False),
+    (E4M3, 3, 8, True),
+    (E5M2, 3, 12, False),
+], ids=str)
+def test_cache_with_more_heads_than_keys(rng, kv_dtype, hkv, rows, accepted):
+    """A combined cache's 2*Hkv rows may be padded up to a multiple of the
+    packing (upstream's layout): those calls equal the unpadded one. More
+    rows mean more heads than the keys have, a layout bug: ValueError naming
+    kv_cache with both counts, and nothing written."""
+    b = Batch(rng, random_lengths(rng, 1, 2), num_q_heads=2 * hkv,
+              num_kv_heads=hkv, kv_dtype=kv_dtype)
+    want_out, want_cache = rpa.ragged_paged_attention(*b.call_args())
+    padded = rng.standard_normal(b.kv_cache.shape[:2] + (rows, b.D)).astype(
+        kv_dtype)
+    padded[:, :, :2 * hkv] = b.kv_cache
+    before = padded.copy()
+    args = list(b.call_args())
+    args[3] = padded
+    if accepted:
+        out, cache = rpa.ragged_paged_attention(*args, inplace=True)
+        assert (bits(out) == bits(want_out)).all()
+        assert (bits(cache[:, :, :2 * hkv]) == bits(want_cache)).all()
+        assert (bits(cache[:, :, 2 * hkv:]) ==
+                bits(before[:, :, 2 * hkv:])).all()
+        return
+    e = str(error_of(rpa.ragged_paged_attention, *args, inplace=True))
+    assert e.startswith(f"kv_cache: {rows} combined rows hold K and V of "
+                        f"{rows // 2} KV heads, more than the {hkv} of "
+                        "keys"), e
+    assert (bits(padded) == bits(before)).all()
+    e = str(error_of(rpa.cache_views, padded, num_kv_heads=hkv))
+    assert f"more than the {hkv} of num_kv_heads" in e, e
+
+
+def test_strided_cache_with_more_heads_than_k(rng):
+    """attention() takes Hkv from k_cache: views of 16 heads against keys of
+    8 (a combined buffer's two halves passed as if separate, say) name
+    k_cache and both counts; fewer heads in the cache name k."""
+    b = Batch(rng, random_lengths(rng, 1, 2), num_q_heads=16, num_kv_heads=8)
+    base = (b.kv_lens, b.page_indices, b.cu_q_lens)
+    wide = np.concatenate([b.kv_cache, b.kv_cache], axis=2)  # 32 rows
+    kc, vc = rpa.cache_views(wide)  # 16 heads each
+    before = wide.copy()
+    e = str(error_of(rpa.attention, b.queries, b.keys, b.values, kc, vc,
+                     *base))
+    assert e.startswith("k_cache: 16 KV heads, more than the 8 of k"), e
+    assert (bits(wide) == bits(before)).all()
+    kc, vc = rpa.cache_views(b.kv_cache)
+    e = str(error_of(rpa.attention, b.queries, np.concatenate(
+        [b.keys, b.keys], axis=1), b.values, kc, vc, *base))
+    assert e.startswith("k: expected shape"), e
+
+
 # ---- threads --------------------------------------------------------------
 
 def test_threads_are_independent(rng):

@@ -260,6 +260,12 @@ def test_trace_time_errors():
     bad(0, args[0][0], "queries: expected 3 dimensions")
     bad(0, args[0].astype(jnp.int32), "queries: dtype int32")
     bad(1, args[1][:, :, :5], r"keys: shape")
+    # the KV head count: keys disagreeing with values and the cache are
+    # named as keys; a cache of more heads than keys is refused
+    bad(1, args[1][:, :1], "keys: 1 KV heads, but values has 2")
+    bad(3, jnp.concatenate([args[3], args[3]], axis=2),
+        "kv_cache: 8 combined rows hold K and V of 4 KV heads, more than "
+        "the 2 of keys")
     bad(2, args[2].astype(jnp.float32), "values: dtype float32 differs")
     bad(3, args[3][0], "kv_cache: expected")
     bad(3, args[3][..., :8], "kv_cache: last axis 8 is smaller")
@@ -282,6 +288,20 @@ def test_trace_time_errors():
     o1, _ = jax.jit(functools.partial(f, mask_value=-3.0e38))(*args)
     o2, _ = jax.jit(f)(*args)
     assert_bitwise(o1, np.asarray(o2), "mask_value")
+
+
+def test_handler_refuses_more_heads_than_keys(monkeypatch):
+    """The FFI handler checks the cache's rows against num_kv_heads itself,
+    for a call that gets past rpa.jax's trace-time check (switched off
+    here)."""
+    b = small_batch()
+    args = as_jax(b.call_args())
+    args[3] = jnp.concatenate([args[3], args[3]], axis=2)  # 8 rows, Hkv 2
+    monkeypatch.setattr(rj._api, "_v3_kv_heads",
+                        lambda shape, itemsize, keys, values: keys)
+    with pytest.raises(Exception, match="kv_cache: 8 combined rows hold K "
+                       "and V of 4 KV heads, more than the 2 of keys"):
+        jax.block_until_ready(jax.jit(rj.ragged_paged_attention)(*args))
 
 
 def test_run_time_errors_carry_the_library_message():

@@ -2,15 +2,19 @@
 
    The engine (src/engine.c) cuts every work item into steps over a few keys
    cut straight from the pages, and calls the set's kernels for the
-   arithmetic. A work item is either
-   - a decode item: one token, all query heads of its KV heads, a range of
-     keys every row sees (no mask), or
-   - a prefill item: one KV head, a block of query tokens x the GQA group,
-     keys under a causal / sliding-window mask.
-   Both kinds keep an online softmax per query row: running max m, running
-   sum l and the unnormalised output o (f32, row stride ldo), which the
-   engine initialises (m = -inf, l = 0, o = 0), merges across decode splits
-   and normalises at the end.
+   arithmetic. Two kernels, named by what they compute:
+   - the rows step: a few query rows against a step of keys that every row
+     sees (no mask). Decode tokens run on it (the G rows of a GQA group
+     against each step of their KV head), and so does each token of a
+     custom (tree) mask over the keys its mask row marks.
+   - the block step: a block of query rows against a step of keys, under
+     the causal / sliding-window mask of each row's position. Prefill
+     chunks run on it (a block of tokens x the group, one KV head), and so
+     do shared prefixes and decode tokens of a large GQA group.
+   Both keep an online softmax per query row: running max m, running sum l
+   and the unnormalised output o (f32, row stride ldo), which the engine
+   initialises (m = -inf, l = 0, o = 0), merges across decode splits and
+   normalises at the end.
 
    Rows. The engine hands each item's query rows as f32 rows q [rows][ld]
    (widened, and quantized by q_scale when asked), zero from D to ld; ld and
@@ -24,11 +28,11 @@
    range's last step.
 
    Staging. A set may keep an item's query rows in an order or layout of
-   its own (decode: q and o permuted into a "blocked" dim order, or o in a
-   power-of-two scale; prefill: q transposed, or as bf16 pairs):
-   decode_begin / prefill_begin stage them once per item, decode_end puts o
-   back into natural order and scale. Where a set has no such layout these
-   are plain copies or nothing.
+   its own (rows step: q and o permuted into a "blocked" dim order, or o in
+   a power-of-two scale; block step: q transposed, or as bf16 pairs):
+   rows_begin / block_begin stage them once per item, rows_end puts o back
+   into natural order and scale. Where a set has no such layout these are
+   plain copies or nothing.
 
    Non-finite input. A row whose q row, or the K or V row of a key it sees,
    holds a NaN or an infinity must leave its sum l or some element of its
@@ -55,9 +59,9 @@
 /* The most keys any set takes per step: sizes per-step arrays. */
 #define RPA_MAX_STEP_KEYS 32
 
-/* One decode step: rows query rows against n keys that every row sees. */
-typedef struct rpa_decode_step_args {
-  const float *q; /* [rows][ld], staged by decode_begin */
+/* One rows step: rows query rows against n keys that every row sees. */
+typedef struct rpa_rows_args {
+  const float *q; /* [rows][ld], staged by rows_begin */
   int ld;
   int rows;
   float kmul;     /* logit scale: sm_scale * k_scale * q_scale */
@@ -67,7 +71,7 @@ typedef struct rpa_decode_step_args {
   int D, Dv;
   rpa_dtype dtype; /* of the K/V rows */
   float *m, *l;    /* [rows] */
-  float *o;        /* [rows][ldo], in the set's decode order */
+  float *o;        /* [rows][ldo], in the set's rows order */
   int ldo;
   /* The rows to fetch next (this tile's next head, or the next tile), to
      prefetch while this step computes; n_next = 0: none. next_whole: all of
@@ -76,13 +80,14 @@ typedef struct rpa_decode_step_args {
   const void *const *knext, *const *vnext;
   int n_next;
   int next_whole;
-  /* as rpa_prefill_item.bf16_ok, and as given to decode_begin */
+  /* as rpa_block.bf16_ok, and as given to rows_begin */
   int bf16_ok;
   float *work;     /* the thread's workspace */
-} rpa_decode_step_args;
+} rpa_rows_args;
 
-/* What the two prefill kernels of one item share. */
-typedef struct rpa_prefill_item {
+/* A block of query rows: what block_begin stages and every block step of
+   it reads. */
+typedef struct rpa_block {
   const float *q;  /* [rows][ld] natural rows */
   int ld;
   void *qs;        /* staging: rpa_kernel_staging_floats() floats */
@@ -99,12 +104,12 @@ typedef struct rpa_prefill_item {
      product (vdpbf16ps or a matrix unit) for bf16 K and V: a set may use
      it, with the softmax weights rounded to bf16 (docs/contract.md). */
   int bf16_ok;
-} rpa_prefill_item;
+} rpa_block;
 
-/* One prefill step: keys [c, c + n) for every row of the item. full: every
+/* One block step: keys [c, c + n) for every row of the block. full: every
    row sees every key (no mask needed). */
-typedef struct rpa_prefill_step_args {
-  const rpa_prefill_item *item;
+typedef struct rpa_block_args {
+  const rpa_block *block;
   int64_t c;
   int n;
   int full;
@@ -112,28 +117,28 @@ typedef struct rpa_prefill_step_args {
   float *m, *l, *o;
   int ldo;
   float *work;
-} rpa_prefill_step_args;
+} rpa_block_args;
 
 typedef struct rpa_kernels {
   const char *name;
-  int decode_keys;  /* keys per decode step, <= RPA_MAX_STEP_KEYS */
-  int prefill_keys; /* keys per prefill step, <= RPA_MAX_STEP_KEYS */
-  int has_bf16_dot; /* prefill and decode honour bf16_ok */
+  int rows_keys;    /* keys per rows step, <= RPA_MAX_STEP_KEYS */
+  int block_keys;   /* keys per block step, <= RPA_MAX_STEP_KEYS */
+  int has_bf16_dot; /* both steps honour bf16_ok */
   /* A decode token whose GQA group has at least this many query rows per
-     KV head runs through prefill_begin/prefill_step instead (one block of
+     KV head runs through block_begin / block_step instead (one block of
      the group's rows per KV head); 0: never. */
-  int decode_block_rows;
-  /* q rows into the set's decode order (natural: nothing to do); bf16_ok
-     as in rpa_decode_step_args (the set may stage q as bf16 then). */
-  void (*decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dtype,
-                       int bf16_ok);
-  void (*decode_step)(const rpa_decode_step_args *a);
-  /* o rows from the set's decode order back to natural order; bf16_ok as
-     given to decode_begin. */
-  void (*decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dtype,
+  int rows_block_min;
+  /* q rows into the set's rows order (natural: nothing to do); bf16_ok as
+     in rpa_rows_args (the set may stage q as bf16 then). */
+  void (*rows_begin)(float *q, int ld, int rows, int D, rpa_dtype dtype,
                      int bf16_ok);
-  void (*prefill_begin)(const rpa_prefill_item *it);
-  void (*prefill_step)(const rpa_prefill_step_args *a);
+  void (*rows_step)(const rpa_rows_args *a);
+  /* o rows from the set's rows order back to natural order; bf16_ok as
+     given to rows_begin. */
+  void (*rows_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dtype,
+                   int bf16_ok);
+  void (*block_begin)(const rpa_block *b);
+  void (*block_step)(const rpa_block_args *a);
   /* dst[i] = widen(src[i]) for i < n (any dtype). */
   void (*load_row)(float *dst, const void *src, rpa_dtype dtype, int n);
   /* dst[i] = narrow(src[i] * mul) for i < n, dtype f32, bf16 or f16. */

@@ -5,6 +5,7 @@ one sequence at a time, in float64, with no paging and no batching.
 RoPE rotates adjacent pairs (x[2i], x[2i+1]): llama.cpp's GGUF conversion
 permutes the Q/K rows of a Hugging Face Llama checkpoint for that layout
 (its "normal" RoPE mode)."""
+import functools
 import importlib.util
 import os
 
@@ -29,21 +30,34 @@ def _field(reader, key):
     return f.parts[f.data[0]]
 
 
+@functools.lru_cache(maxsize=None)
 def tokenizer_data(path):
-    """(tokens, merges) strings from the file's metadata."""
+    """(tokens, merges, token types) from the file's metadata (read once:
+    the tests build several tokenizers from it)."""
     import gguf
     r = gguf.GGUFReader(path)
     def strings(key):
         f = r.fields[key]
         return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-    return strings("tokenizer.ggml.tokens"), strings("tokenizer.ggml.merges")
+    f = r.fields["tokenizer.ggml.token_type"]
+    types = [int(f.parts[i][0]) for i in f.data]
+    return strings("tokenizer.ggml.tokens"), strings("tokenizer.ggml.merges"), types
+
+
+def control_tokens(path):
+    """The vocabulary's control tokens (GGUF token_type 3): <|endoftext|>,
+    <|im_start|>, <|im_end|>, <repo_name>, ..."""
+    tokens, _, types = tokenizer_data(path)
+    return [t for t, ty in zip(tokens, types) if ty == 3]
 
 
 def hf_tokenizer(path, special=False):
     """PyPI `tokenizers` built from the same vocabulary and merges, with the
-    model's pre-tokenizer (Digits(individual), then ByteLevel)."""
+    model's pre-tokenizer (Digits(individual), then ByteLevel); special:
+    the control tokens written in a text are recognised as their ids (as
+    the model's own tokenizer does)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    tokens, merges = tokenizer_data(path)
+    tokens, merges, _ = tokenizer_data(path)
     vocab = {t: i for i, t in enumerate(tokens)}
     pairs = [tuple(m.split(" ", 1)) for m in merges]
     tk = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
@@ -53,7 +67,7 @@ def hf_tokenizer(path, special=False):
     ])
     tk.decoder = decoders.ByteLevel()
     if special:
-        tk.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+        tk.add_special_tokens(control_tokens(path))
     return tk
 
 

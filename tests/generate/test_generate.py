@@ -5,6 +5,7 @@ The engine binary comes from $RPA_GENERATE (scripts/test.sh sets it);
 nothing here is skipped: a missing binary, model or package fails."""
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -154,16 +155,176 @@ def test_tokenization_matches_hf_tokenizers(model, tmp_path):
         assert hf.decode(g["prompt_ids"]) == t
 
 
-def test_chat_template_matches_hf_tokenizers(model, tmp_path):
-    hf = reference.hf_tokenizer(model, special=True)
-    texts = ["What is the capital of France?", "Déjà vu: 42 fois?"]
-    args = ["--model", model, "--tokenize", "--json", str(tmp_path / "c.json")]
+def tokenize(model, tmp_path, texts, extra=()):
+    """The engine's prompt ids of each text (--tokenize)."""
+    jf = tmp_path / "tok.json"
+    args = ["--model", model, "--tokenize", "--json", str(jf)] + list(extra)
     for t in texts:
         args += ["--prompt", t]
     run(args)
-    got = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))["requests"]
-    for t, g in zip(texts, got):
-        assert g["prompt_ids"] == hf.encode(TEMPLATE.format(t)).ids
+    got = json.loads(jf.read_text(encoding="utf-8"))["requests"]
+    assert [g["prompt"] for g in got] == list(texts)
+    return [g["prompt_ids"] for g in got]
+
+
+def test_chat_template_matches_hf_tokenizers(model, tmp_path):
+    """The template's ids equal `tokenizers` on the templated string; the
+    template and the user's text are tokenized as one string between two
+    special tokens, so text that starts with white space joins the
+    template's newline as the model's tokenizer joins them."""
+    hf = reference.hf_tokenizer(model, special=True)
+    texts = ["What is the capital of France?", "Déjà vu: 42 fois?",
+             "  two leading spaces", "\n\nnewlines first"]
+    for t, ids in zip(texts, tokenize(model, tmp_path, texts)):
+        assert ids == hf.encode(TEMPLATE.format(t)).ids, t
+
+
+# ---- prompts with special tokens, explicit ids, a system message ---------------
+
+CONVERSATION = ("<|im_start|>system\nYou answer in French.<|im_end|>\n"
+                "<|im_start|>user\nHello!<|im_end|>\n"
+                "<|im_start|>assistant\nBonjour !<|im_end|>\n"
+                "<|im_start|>user\nWhat is the capital of Italy?<|im_end|>\n"
+                "<|im_start|>assistant\n")
+
+
+def test_special_tokens_in_a_raw_prompt_match_hf_tokenizers(model, tmp_path):
+    """--raw --special: every control token of the vocabulary written in
+    the text is its id, the text between them tokenized as `tokenizers`
+    with those special tokens does; without --special the same text is
+    plain text, as before."""
+    hf = reference.hf_tokenizer(model, special=True)
+    plain = reference.hf_tokenizer(model)
+    controls = reference.control_tokens(model)
+    assert len(controls) == 17 and "<|endoftext|>" in controls
+    texts = [CONVERSATION,
+             "".join(controls),  # every one, back to back
+             "a<|im_end|>b <file_sep>  c<|endoftext|>\n",
+             "<|im_start <|im_end |> <|im_en",  # near misses: plain text
+             "<reponame><repo_name><|im_start|>"]
+    for t, ids in zip(texts, tokenize(model, tmp_path, texts, ["--raw", "--special"])):
+        assert ids == hf.encode(t).ids, t
+    # Each control token alone is its own id.
+    ids = tokenize(model, tmp_path, controls, ["--raw", "--special"])
+    assert ids == [[hf.token_to_id(c)] for c in controls]
+    assert ids[:3] == [[0], [1], [2]]
+    # Without --special the special tokens' text is only text.
+    for t, ids in zip(texts, tokenize(model, tmp_path, texts, ["--raw"])):
+        assert ids == plain.encode(t).ids, t
+
+
+def test_explicit_token_ids_in_a_prompt(model, tmp_path):
+    """<|id:N|> is token N, beside text and special tokens."""
+    hf = reference.hf_tokenizer(model, special=True)
+    texts = ["<|id:0|><|id:49151|>", "Hello<|id:198|>world",
+             "x <|id:1|>user<|id:007|>"]
+    want = [[0, 49151],
+            hf.encode("Hello").ids + [198] + hf.encode("world").ids,
+            hf.encode("x ").ids + [1] + hf.encode("user").ids + [7]]
+    assert tokenize(model, tmp_path, texts, ["--raw", "--special"]) == want
+    # With the template, ids and special tokens go in the user's turn.
+    got = tokenize(model, tmp_path, ["Hi<|id:42|>"], ["--special"])
+    before, after = TEMPLATE.split("{}")
+    assert got == [hf.encode(before + "Hi").ids + [42] + hf.encode(after).ids]
+
+
+def test_system_message_matches_hf_tokenizers(model, tmp_path):
+    """--system replaces the template's default system message."""
+    hf = reference.hf_tokenizer(model, special=True)
+    system = "You are a terse assistant. Answer in one word."
+    templ = TEMPLATE.replace("You are a helpful AI assistant named SmolLM, "
+                             "trained by Hugging Face", system)
+    assert templ != TEMPLATE
+    q = "What colour is the sky?"
+    assert tokenize(model, tmp_path, [q], ["--system", system]) == \
+        [hf.encode(templ.format(q)).ids]
+    # An empty system message is allowed: the turn is left empty.
+    empty = TEMPLATE.replace("You are a helpful AI assistant named SmolLM, "
+                             "trained by Hugging Face", "")
+    assert tokenize(model, tmp_path, [q], ["--system", ""]) == \
+        [hf.encode(empty.format(q)).ids]
+
+
+def test_prompt_file_conversation_runs_as_the_template(model, tmp_path):
+    """A --prompt-file written with --raw --special (newlines included)
+    that spells out the template gives the templated prompt's ids and the
+    same greedy answer; a multi-turn conversation from a file tokenizes as
+    `tokenizers` does and is answered."""
+    hf = reference.hf_tokenizer(model, special=True)
+    q = TARGETS[0]
+    same = tmp_path / "same.txt"
+    same.write_bytes(TEMPLATE.format(q).encode("utf-8"))
+    conv = tmp_path / "conv.txt"
+    conv.write_bytes(CONVERSATION.encode("utf-8"))
+    jf = tmp_path / "pf.json"
+    run(["--model", model, "--raw", "--special", "--prompt-file", str(same),
+         "--prompt-file", str(conv), "--max-tokens", "8", "--quiet",
+         "--json", str(jf)])
+    got = json.loads(jf.read_text(encoding="utf-8"))["requests"]
+    templ, _ = generate(model, tmp_path, [(0, q)], ["--max-tokens", "8"], "templ")
+    t = templ["requests"][0]
+    assert got[0]["prompt"] == TEMPLATE.format(q)
+    assert got[0]["prompt_ids"] == t["prompt_ids"]
+    assert got[0]["token_ids"] == t["token_ids"]
+    assert got[1]["prompt_ids"] == hf.encode(CONVERSATION).ids
+    assert len(got[1]["token_ids"]) >= 1
+
+
+# ---- ignoring EOS, and the total ------------------------------------------------
+
+
+def test_ignore_eos_generates_exactly_max_tokens(model, tmp_path):
+    """A greedy answer that ends with EOS (<|im_end|>) well before 24
+    tokens goes on to exactly 24 with --ignore-eos, the same tokens up to
+    the EOS; every request of a batch generates exactly 24. With
+    --special the EOS shows in the completion as written."""
+    prompts = [(0, TARGETS[0]), (0, "Hi"), (1, "What is 17 times 23?")]
+    stop, _ = generate(model, tmp_path, prompts, ["--max-tokens", "24"], "stop")
+    go, _ = generate(model, tmp_path, prompts,
+                     ["--max-tokens", "24", "--ignore-eos", "--special"], "go")
+    s0 = stop["requests"][0]
+    assert s0["finish"] == "eos" and len(s0["token_ids"]) < 24
+    assert s0["token_ids"][-1] == 2  # <|im_end|>, the file's EOS
+    for s, g in zip(stop["requests"], go["requests"]):
+        assert len(g["token_ids"]) == 24 and g["finish"] == "length"
+        assert g["token_ids"][:len(s["token_ids"])] == s["token_ids"]
+    g0 = go["requests"][0]
+    assert "<|im_end|>" in g0["completion"]
+    assert "<|im_end|>" not in s0["completion"]
+    assert g0["completion"].startswith(s0["completion"] + "<|im_end|>")
+    assert go["stats"]["generated_tokens"] == 3 * 24
+
+
+TOTAL = re.compile(r"^total: (\d+) tokens generated in ([0-9.]+) s, "
+                   r"([0-9.]+) tokens/s \((\d+) requests?, ")
+
+
+def test_total_generated_printed_matches_json(model, tmp_path):
+    """The last line on stdout gives the tokens generated over all
+    requests, the run's time and their rate, as the JSON does."""
+    pf = tmp_path / "p.txt"
+    pf.write_text("@0 Hi\n@1 List three colors.\n@1 What is 17 times 23?\n",
+                  encoding="utf-8")
+    jf = tmp_path / "t.json"
+    p = run(["--model", model, "--prompts", str(pf), "--max-tokens", "10",
+             "--json", str(jf)])
+    out = json.loads(jf.read_text(encoding="utf-8"))
+    last = p.stdout.rstrip("\n").split("\n")[-1]
+    m = TOTAL.match(last)
+    assert m, last
+    total, secs, rate, n = int(m[1]), float(m[2]), float(m[3]), int(m[4])
+    st = out["stats"]
+    assert n == 3
+    assert total == st["generated_tokens"] == sum(
+        len(r["token_ids"]) for r in out["requests"])
+    assert total == st["decode_tokens"] + 3  # each last token is not fed back
+    assert abs(secs - st["run_s"]) <= 0.006
+    assert abs(rate - total / st["run_s"]) <= 0.05 + 0.01 * rate
+    assert abs(st["generated_tokens_per_s"] - total / st["run_s"]) <= 0.01 * rate + 1e-3
+    # Per request, as the completions' headers say.
+    for i, r in enumerate(out["requests"]):
+        assert (f"--- request {i} ({len(r['prompt_ids'])} prompt tokens, "
+                f"{len(r['token_ids'])} generated, {r['finish']})") in p.stdout
 
 
 # ---- batch invariance ----------------------------------------------------------
@@ -315,3 +476,26 @@ def test_bad_options(model, tmp_path):
     pf = tmp_path / "p.txt"
     pf.write_text("@x hello\n")
     expect_error(["--model", model, "--prompts", str(pf)], "p.txt:1:")
+
+
+def test_bad_prompt_syntax(model, tmp_path):
+    special = ["--model", model, "--raw", "--special", "--prompt"]
+    expect_error(special + ["<|id:49152|>"], "request 0:",
+                 "<|id:49152|>: the vocabulary has ids 0 to 49151")
+    for bad in ["<|id:|>", "<|id:12", "<|id:x|>", "a <|id: 3|>", "<|id:-1|>",
+                "<|id:12345678901|>"]:
+        expect_error(special + [bad], "request 0:", "<|id:N|>")
+    expect_error(["--model", model, "--raw", "--system", "S", "--prompt", "hi"],
+                 "--system", "--raw")
+    expect_error(["--model", model, "--prompt-file", str(tmp_path / "none.txt")],
+                 "cannot open prompt file")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    expect_error(["--model", model, "--prompt-file", str(empty)],
+                 "empty.txt: empty prompt")
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"a\0b")
+    expect_error(["--model", model, "--prompt-file", str(nul)], "NUL")
+    # Without --special, the same texts are plain text and run.
+    ids = tokenize(model, tmp_path, ["<|id:49152|>", "<|id:x|>"], ["--raw"])
+    assert all(len(i) > 3 for i in ids)

@@ -156,7 +156,7 @@ const char *bench_thp_mode(void) {
   return mode;
 }
 
-typedef void (*team_fn)(void *arg, int thread);
+typedef bench_team_fn team_fn;
 
 typedef struct team {
   pthread_barrier_t start, stop;
@@ -178,12 +178,8 @@ static void *member_main(void *p) {
   return NULL;
 }
 
-/* Runs fn(arg, i) on `threads` threads at once: thread 0 is the caller
-   (pinned to cpus[0] by main), thread i > 0 a new thread pinned to
-   cpus[i % ncpus]. Returns the wall time from the common start to the last
-   thread's end, or -1 if threads cannot be started. */
-static double team_run(int threads, const int *cpus, int ncpus, team_fn fn,
-                       void *arg) {
+double bench_team_run(int threads, const int *cpus, int ncpus, team_fn fn,
+                      void *arg) {
   enum { MAX_TEAM = 1024 };
   if (threads < 1 || threads > MAX_TEAM) return -1;
   team t = {.fn = fn, .arg = arg};
@@ -294,6 +290,19 @@ static void read_task(void *arg, int thread) {
   j->sink[thread & 63] = j->read(p, j->slice);
 }
 
+double bench_read_pass(int threads, const int *cpus, int ncpus, void *buf,
+                       size_t bytes, const bench_cpu *cpu) {
+  read_job *rj = calloc(1, sizeof *rj);
+  if (!rj) return -1;
+  rj->buf = buf;
+  rj->slice = bytes / sizeof(float) / (size_t)threads / 128 * 128;
+  rj->read = best_read(cpu);
+  const double t = bench_team_run(threads, cpus, ncpus, read_task, rj);
+  const double moved = (double)rj->slice * sizeof(float) * threads;
+  free(rj);
+  return t > 0 ? moved / t / 1e9 : -1;
+}
+
 void bench_evict_caches(const void *buf, size_t buf_bytes, size_t bytes,
                         size_t *cursor) {
   static read_fn read = NULL;
@@ -397,15 +406,15 @@ static double measure_peak(peak_fn fn, int threads, const int *cpus,
   if (!j) return 0;
   j->fn = fn;
   j->iters = 1 << 14;
-  double t = team_run(threads, cpus, ncpus, peak_task, j); /* calibrate */
+  double t = bench_team_run(threads, cpus, ncpus, peak_task, j); /* calibrate */
   for (int k = 0; k < 8 && t < 0.01; k++) {
     j->iters *= 4;
-    t = team_run(threads, cpus, ncpus, peak_task, j);
+    t = bench_team_run(threads, cpus, ncpus, peak_task, j);
   }
   if (t > 0) j->iters = (long)((double)j->iters * 0.04 / t) + 1;
   double best = 0;
   for (int trial = 0; trial < 5; trial++) {
-    t = team_run(threads, cpus, ncpus, peak_task, j);
+    t = bench_team_run(threads, cpus, ncpus, peak_task, j);
     double flops = 0;
     for (int i = 0; i < threads; i++) flops += j->flops[i];
     if (t > 0 && flops / t > best) best = flops / t;
@@ -428,14 +437,14 @@ int bench_measure_limits(int threads, const int *cpus, int ncpus, void *buf,
   rj->slice = bytes / sizeof(float) / (size_t)threads / 128 * 128;
   rj->read = best_read(cpu);
   rj->fill = 1;
-  if (team_run(threads, cpus, ncpus, read_task, rj) < 0) {
+  if (bench_team_run(threads, cpus, ncpus, read_task, rj) < 0) {
     free(rj);
     return -1;
   }
   rj->fill = 0;
   const double moved = (double)rj->slice * sizeof(float) * threads;
   for (int trial = 0; trial < 7; trial++) {
-    const double t = team_run(threads, cpus, ncpus, read_task, rj);
+    const double t = bench_team_run(threads, cpus, ncpus, read_task, rj);
     if (t > 0 && moved / t / 1e9 > out->read_gbps) out->read_gbps = moved / t / 1e9;
   }
   free(rj);

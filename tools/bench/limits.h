@@ -47,6 +47,21 @@ int bench_measure_limits(int threads, const int *cpus, int ncpus, void *buf,
                          size_t bytes, const bench_cpu *cpu,
                          bench_limits *out);
 
+/* Runs fn(arg, i) on `threads` threads at once: thread 0 is the caller
+   (pinned to cpus[0] by main), thread i > 0 a new thread pinned to
+   cpus[i % ncpus]. Returns the wall time from the common start to the last
+   thread's end, or -1 if threads cannot be started. */
+typedef void (*bench_team_fn)(void *arg, int thread);
+double bench_team_run(int threads, const int *cpus, int ncpus, bench_team_fn fn,
+                      void *arg);
+
+/* One streaming read of the first `bytes` of buf (64-byte aligned, already
+   filled by bench_measure_limits), each of `threads` pinned threads its own
+   slice: GB/s, or -1. About what one sample of the read limit costs, so it
+   can be interleaved with a kernel's calls. */
+double bench_read_pass(int threads, const int *cpus, int ncpus, void *buf,
+                       size_t bytes, const bench_cpu *cpu);
+
 /* Asks the kernel for transparent huge pages over [p, p + bytes) (Linux
    madvise; a hint, a no-op elsewhere). */
 void bench_advise_huge_pages(void *p, size_t bytes);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "counting.h"
+#include "explain.h"
 #include "limits.h"
 #include "paged_batch.h"
 #include "report.h"
@@ -26,6 +27,7 @@ enum { MAX_BACKENDS = 8, MAX_CPUS = 1024 };
 
 typedef struct options {
   int list, all, quiet, check, flush, huge_pages, threads, max_reps, warmup;
+  int explain; /* rounds of --explain, 0: off */
   double budget_s, check_gflop;
   size_t bw_bytes, pool_bytes;
   const char *backends, *json, *plot;
@@ -70,6 +72,12 @@ static void usage(FILE *f) {
 "                       and the page pools (asked for by default)\n"
 "  --bw-mb N            bandwidth buffer, MiB (default 1024)\n"
 "  --pool-mb N          smallest page pool, MiB (default 512)\n"
+"  --explain[=ROUNDS]   for each decode and mixed case, also time (alternating\n"
+"                       with the kernel's calls, ROUNDS rounds, default 5): a\n"
+"                       read of its K/V bytes in the engine's order, the same\n"
+"                       bytes in the best order, the kernel on cache-resident\n"
+"                       K/V, a mixed case as two calls; and MBU against a read\n"
+"                       limit taken before each call (see tools/bench/explain.h)\n"
 "output:\n"
 "  --json FILE          one object per case and backend\n"
 "  --plot FILE.png      roofline plot (gnuplot)\n"
@@ -146,6 +154,11 @@ static int parse_options(int argc, char **argv, options *o) {
       o->flush = 0;
     } else if (!strcmp(a, "--no-huge-pages")) {
       o->huge_pages = 0;
+    } else if (!strcmp(a, "--explain")) {
+      o->explain = 5;
+    } else if (!strncmp(a, "--explain=", 10)) {
+      if (parse_int("--explain", a + 10, 3, 1000, &n)) return -1;
+      o->explain = (int)n;
     } else if (!strcmp(a, "--case")) {
       TAKES_VALUE;
       o->cases[o->num_cases++] = v;
@@ -521,6 +534,9 @@ int main(int argc, char **argv) {
   rpa_context *ref = NULL;
   int status = 0;
   bench_result *results = NULL;
+  bench_explain *explained = NULL; /* --explain: per decode / mixed result */
+  const char **explained_names = NULL;
+  int num_explained = 0;
   void *bw_buf = NULL;
   if (num_wl < 0 || num_bs < 0) {
     status = 2;
@@ -597,6 +613,15 @@ int main(int argc, char **argv) {
                                                     : (size_t)64 << 20;
   if (ev.bytes > o.bw_bytes / 2) ev.bytes = o.bw_bytes / 2;
   int num_results = 0;
+  if (o.explain) {
+    explained = calloc((size_t)num_wl * (size_t)num_bs, sizeof *explained);
+    explained_names = calloc((size_t)num_wl * (size_t)num_bs, sizeof *explained_names);
+  }
+  if (o.explain && (!explained || !explained_names)) {
+    fprintf(stderr, "rpa-bench: out of memory\n");
+    status = 1;
+    goto done;
+  }
   const double suite_start = now_s();
   for (int c = 0; c < num_wl; c++) {
     const bench_workload *w = &wl[c];
@@ -653,6 +678,16 @@ int main(int argc, char **argv) {
                  r->check.ok ? "match" : "MISMATCH", r->check.note,
                  now_s() - t1);
       }
+      /* after the check: (c) rewrites some cached positions */
+      if (o.explain && strcmp(r->kind, "prefill") != 0) {
+        const double t2 = now_s();
+        bench_explain *e = &explained[num_explained];
+        explained_names[num_explained++] = w->name;
+        bench_explain_case(bs[i].ctx, &batch, bs[i].threads, cpus, ncpus, bw_buf,
+                           o.bw_bytes, &cpu, (size_t)(l3 / 4), o.explain, e);
+        progress(&o, "  %s explained in %.1f s%s%s\n", bs[i].name, now_s() - t2,
+                 e->ok ? "" : ": ", e->ok ? "" : e->note);
+      }
     }
     bench_batch_free(&batch);
   }
@@ -694,6 +729,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < num_bs; i++) memcpy(names[i], bs[i].name, sizeof names[i]);
   bench_print_comparison(stdout, results, num_results, names, num_bs);
   bench_print_headline(stdout, results, num_results, names, num_bs, &cpu);
+  if (o.explain) bench_print_explain(stdout, explained_names, explained, num_explained);
   /* Each context's scratch only grows, so what it holds now is the peak
      over every case it ran (rpa_context_scratch_bytes). */
   for (int i = 0; i < num_bs; i++)
@@ -716,6 +752,8 @@ int main(int argc, char **argv) {
   }
 
 done:
+  free(explained);
+  free(explained_names);
   free(results);
   free(bw_buf);
   rpa_context_destroy(ref);

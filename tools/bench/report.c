@@ -216,7 +216,7 @@ void bench_print_headline(FILE *f, const bench_result *r, int n,
     for (int i = 0; i < n; i++)
       if (!strcmp(r[i].backend, backends[b])) threads = r[i].threads;
     fprintf(f,
-            "\nheadline: %s, %d thread%s (targets from the README; a row is met "
+            "\nheadline: %s, %d thread%s (targets from docs/performance.md; a row is met "
             "when every case in it is; decode rows: memory-bound cases)\n",
             backends[b], threads, threads == 1 ? "" : "s");
     for (int g = 0; g < NUM_GROUPS; g++) {

@@ -206,6 +206,21 @@ int tokenizer_init(tokenizer *tk, const gguf_file *f, char *err,
   if (tk->eos_id >= tk->n_vocab) tk->eos_id = -1;
   tk->im_start_id = vocab_lookup(tk, "<|im_start|>", 12);
   tk->im_end_id = vocab_lookup(tk, "<|im_end|>", 10);
+  /* The control tokens, for prompt.c to find written in a prompt. */
+  for (int pass = 0; pass < 2; pass++) {
+    tk->n_control = 0;
+    for (int32_t i = 0; i < tk->n_vocab; i++) {
+      if (tk->token_type[i] != 3 || tk->tokens[i].len == 0) continue;
+      if (pass == 1) tk->control_ids[tk->n_control] = i;
+      tk->n_control++;
+    }
+    if (pass == 0 &&
+        !(tk->control_ids = malloc(sizeof(int32_t) * (size_t)(tk->n_control + 1)))) {
+      snprintf(err, errlen, "out of memory (tokenizer)");
+      tokenizer_free(tk);
+      return -1;
+    }
+  }
   return 0;
 }
 
@@ -215,10 +230,11 @@ void tokenizer_free(tokenizer *tk) {
   free(tk->merges);
   free(tk->vocab_slots);
   free(tk->merge_slots);
+  free(tk->control_ids);
   memset(tk, 0, sizeof *tk);
 }
 
-static int push_id(int32_t **ids, int64_t *n, int64_t *cap, int32_t id) {
+int tokenizer_push_id(int32_t **ids, int64_t *n, int64_t *cap, int32_t id) {
   if (*n == *cap) {
     int64_t nc = *cap ? *cap * 2 : 64;
     int32_t *p = realloc(*ids, sizeof(int32_t) * (size_t)nc);
@@ -283,7 +299,7 @@ static int bpe_piece(const tokenizer *tk, const uint8_t *p, size_t n,
                "text (%zu bytes)", len[i]);
       return -1;
     }
-    if (push_id(ids, cnt, cap, id) != 0) {
+    if (tokenizer_push_id(ids, cnt, cap, id) != 0) {
       snprintf(err, errlen, "out of memory");
       return -1;
     }
@@ -374,10 +390,15 @@ int64_t tokenizer_encode(const tokenizer *tk, const char *text, size_t len,
   return *n;
 }
 
-size_t tokenizer_decode_token(const tokenizer *tk, int32_t id, char *buf,
-                              size_t bufcap) {
-  if (id < 0 || id >= tk->n_vocab || tk->token_type[id] == 3) return 0;
+size_t tokenizer_decode_token(const tokenizer *tk, int32_t id, int special,
+                              char *buf, size_t bufcap) {
+  if (id < 0 || id >= tk->n_vocab) return 0;
   gguf_str t = tk->tokens[id];
+  if (tk->token_type[id] == 3) {
+    const size_t n = special ? (t.len < bufcap ? t.len : bufcap) : 0;
+    memcpy(buf, t.ptr, n);
+    return n;
+  }
   const uint8_t *p = (const uint8_t *)t.ptr;
   size_t i = 0, o = 0;
   while (i < t.len && o < bufcap) {

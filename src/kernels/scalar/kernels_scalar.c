@@ -1,7 +1,6 @@
 /* The portable kernel set: plain C for every entry of the interface
-   (../kernels.h), written so that compilers vectorise the inner loops.
-   Compiled as the `scalar` set here, and again with AVX2 flags as the
-   `avx2` set (src/kernels/avx2/kernels_avx2.c includes this file).
+   (../kernels.h), written so that compilers vectorise the inner loops; the
+   set every CPU runs, and the one the engine has on ARM today.
 
    A step of 16 keys stages them: K transposed and scaled, kt [D][16], then
    S = Q K^T for the rows, the mask, the online softmax, V widened into
@@ -12,16 +11,6 @@
 #include "../../convert.h"
 #include "../../internal.h"
 #include "../kernels.h"
-
-#ifndef RPA_KSUFFIX
-#define RPA_KSUFFIX scalar
-#define RPA_KLABEL "scalar"
-#define RPA_KTABLE rpa_kernels_scalar
-#endif
-#define RPA_KCAT_(a, b) a##__##b
-#define RPA_KCAT(a, b) RPA_KCAT_(a, b)
-/* rpa_<what>__<set>, so a profile tells the sets apart */
-#define KNAME(what) RPA_KCAT(rpa_##what, RPA_KSUFFIX)
 
 enum { K = 16 };
 
@@ -86,8 +75,8 @@ static void pv(float *o, int ldo, const float *s, const float *p,
   }
 }
 
-void KNAME(scale)(float *x, int n, float a);
-void KNAME(scale)(float *x, int n, float a) {
+void rpa_scale__scalar(float *x, int n, float a);
+void rpa_scale__scalar(float *x, int n, float a) {
   for (int i = 0; i < n; i++) x[i] *= a;
 }
 
@@ -127,7 +116,7 @@ static float exp_row(float *p, const float *s, float m) {
 static void tile_step(const float *q, int ld, int R, float kmul, float cap,
                       const void *const *krows, const void *const *vrows,
                       int n, int D, int Dv, rpa_dtype dt,
-                      const rpa_prefill_item *it, int64_t c, int full,
+                      const rpa_block *it, int64_t c, int full,
                       float *m, float *l, float *o, int ldo, float *work) {
   float *kt = work;                        /* [D][16] */
   float *v = kt + (size_t)K * ld;          /* [16][ldo] */
@@ -171,7 +160,7 @@ static void tile_step(const float *q, int ld, int R, float kmul, float cap,
       if (l[r] != 0.0f) {
         const float alpha = expf(m[r] - mt);
         l[r] *= alpha;
-        KNAME(scale)(o + (int64_t)r * ldo, Dv, alpha);
+        rpa_scale__scalar(o + (int64_t)r * ldo, Dv, alpha);
       }
       m[r] = mt;
     }
@@ -189,22 +178,22 @@ static void prefetch_rows(const void *const *rows, int n, int64_t bytes) {
 }
 
 
-void KNAME(decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__scalar(float *q, int ld, int rows, int D, rpa_dtype dt,
                          int bf16_ok);
-void KNAME(decode_begin)(float *q, int ld, int rows, int D, rpa_dtype dt,
+void rpa_rows_begin__scalar(float *q, int ld, int rows, int D, rpa_dtype dt,
                          int bf16_ok) {
   (void)q, (void)ld, (void)rows, (void)D, (void)dt, (void)bf16_ok; /* natural */
 }
 
-void KNAME(decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_end__scalar(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                        int bf16_ok);
-void KNAME(decode_end)(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_end__scalar(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
                        int bf16_ok) {
   (void)o, (void)ldo, (void)rows, (void)Dv, (void)dt, (void)bf16_ok; /* natural */
 }
 
-void KNAME(decode_step)(const rpa_decode_step_args *a);
-void KNAME(decode_step)(const rpa_decode_step_args *a) {
+void rpa_rows_step__scalar(const rpa_rows_args *a);
+void rpa_rows_step__scalar(const rpa_rows_args *a) {
   const int64_t es = (int64_t)rpa_dtype_size(a->dtype);
   prefetch_rows(a->knext, a->n_next, a->D * es);
   prefetch_rows(a->vnext, a->n_next, a->Dv * es);
@@ -213,22 +202,22 @@ void KNAME(decode_step)(const rpa_decode_step_args *a) {
             a->work);
 }
 
-void KNAME(prefill_begin)(const rpa_prefill_item *it);
-void KNAME(prefill_begin)(const rpa_prefill_item *it) {
+void rpa_block_begin__scalar(const rpa_block *it);
+void rpa_block_begin__scalar(const rpa_block *it) {
   (void)it; /* steps read the natural rows */
 }
 
-void KNAME(prefill_step)(const rpa_prefill_step_args *a);
-void KNAME(prefill_step)(const rpa_prefill_step_args *a) {
-  const rpa_prefill_item *it = a->item;
+void rpa_block_step__scalar(const rpa_block_args *a);
+void rpa_block_step__scalar(const rpa_block_args *a) {
+  const rpa_block *it = a->block;
   tile_step(it->q, it->ld, it->rows, it->kmul, it->cap, a->krows, a->vrows,
             a->n, it->D, it->Dv, it->dtype, it, a->c, a->full, a->m, a->l,
             a->o, a->ldo, a->work);
 }
 
-void KNAME(store_row)(void *dst, rpa_dtype dt, const float *src, int n,
+void rpa_store_row__scalar(void *dst, rpa_dtype dt, const float *src, int n,
                       float mul);
-void KNAME(store_row)(void *dst, rpa_dtype dt, const float *src, int n,
+void rpa_store_row__scalar(void *dst, rpa_dtype dt, const float *src, int n,
                       float mul) {
   switch (dt) {
     case RPA_F32:
@@ -245,22 +234,22 @@ void KNAME(store_row)(void *dst, rpa_dtype dt, const float *src, int n,
   }
 }
 
-void KNAME(load_row)(float *dst, const void *src, rpa_dtype dt, int n);
-void KNAME(load_row)(float *dst, const void *src, rpa_dtype dt, int n) {
+void rpa_load_row__scalar(float *dst, const void *src, rpa_dtype dt, int n);
+void rpa_load_row__scalar(float *dst, const void *src, rpa_dtype dt, int n) {
   for (int i = 0; i < n; i++) dst[i] = rpa_widen(src, dt, i);
 }
 
-const rpa_kernels RPA_KTABLE = {
-    .name = RPA_KLABEL,
-    .decode_keys = K,
-    .prefill_keys = K,
+const rpa_kernels rpa_kernels_scalar = {
+    .name = "scalar",
+    .rows_keys = K,
+    .block_keys = K,
     .has_bf16_dot = 0,
-    .decode_begin = KNAME(decode_begin),
-    .decode_step = KNAME(decode_step),
-    .decode_end = KNAME(decode_end),
-    .prefill_begin = KNAME(prefill_begin),
-    .prefill_step = KNAME(prefill_step),
-    .load_row = KNAME(load_row),
-    .store_row = KNAME(store_row),
-    .scale = KNAME(scale),
+    .rows_begin = rpa_rows_begin__scalar,
+    .rows_step = rpa_rows_step__scalar,
+    .rows_end = rpa_rows_end__scalar,
+    .block_begin = rpa_block_begin__scalar,
+    .block_step = rpa_block_step__scalar,
+    .load_row = rpa_load_row__scalar,
+    .store_row = rpa_store_row__scalar,
+    .scale = rpa_scale__scalar,
 };

@@ -1,6 +1,6 @@
 /* The avx2 kernel set (AVX2 + FMA + F16C): its table, and the row helpers.
-   The step kernels are in decode_avx2.c and prefill_avx2.c. */
-#include "math_avx2.h"
+   The steps are in rows.c (decode) and block.c (prefill). */
+#include "vec.h"
 
 /* Eight f32 -> bf16 codes, round to nearest even on the bits as
    rpa_f32_to_bf16 does (a NaN keeps its sign and is made quiet). */
@@ -16,9 +16,9 @@ static inline __m128i f32_to_bf16_8(__m256 x) {
 
 /* 8 (or the last cnt < 8) values of src * mul narrowed to dt at dst. */
 static ALWAYS_INLINE void store8(void *dst, rpa_dtype dt, const float *src,
-                                 __m256 vm, int cnt) {
-  const __m256i m = lane_mask8(cnt);
-  const __m256 x = _mm256_mul_ps(cnt == 8 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, m), vm);
+                                 __m256 vmul, int cnt) {
+  const __m256i m = vi_first(cnt);
+  const __m256 x = _mm256_mul_ps(cnt == 8 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, m), vmul);
   if (dt == RPA_F32) {
     if (cnt == 8)
       _mm256_storeu_ps((float *)dst, x);
@@ -40,11 +40,11 @@ static ALWAYS_INLINE void store8(void *dst, rpa_dtype dt, const float *src,
 
 static ALWAYS_INLINE void store_row_dt(void *dst, rpa_dtype dt, const float *src,
                                        int n, float mul) {
-  const __m256 vm = _mm256_set1_ps(mul);
+  const __m256 vmul = _mm256_set1_ps(mul);
   const size_t es = dt == RPA_F32 ? 4 : 2;
   int i = 0;
-  for (; i + 8 <= n; i += 8) store8((char *)dst + (size_t)i * es, dt, src + i, vm, 8);
-  if (i < n) store8((char *)dst + (size_t)i * es, dt, src + i, vm, n - i);
+  for (; i + 8 <= n; i += 8) store8((char *)dst + (size_t)i * es, dt, src + i, vmul, 8);
+  if (i < n) store8((char *)dst + (size_t)i * es, dt, src + i, vmul, n - i);
 }
 
 void rpa_store_row__avx2(void *dst, rpa_dtype dt, const float *src, int n,
@@ -61,9 +61,9 @@ void rpa_store_row__avx2(void *dst, rpa_dtype dt, const float *src, int n,
 static ALWAYS_INLINE void load_row_dt(float *dst, const void *src, rpa_dtype dt,
                                       int n) {
   int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, widen8_full(advance2(src, dt, i), dt));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, vf_widen(elem_at(src, dt, i), dt));
   if (i < n)
-    _mm256_maskstore_ps(dst + i, lane_mask8(n - i), widen8_part(advance2(src, dt, i), dt, n - i));
+    vf_store_first(dst + i, n - i, vf_widen_first(elem_at(src, dt, i), dt, n - i));
 }
 
 void rpa_load_row__avx2(float *dst, const void *src, rpa_dtype dt, int n);
@@ -78,27 +78,27 @@ void rpa_load_row__avx2(float *dst, const void *src, rpa_dtype dt, int n) {
 }
 
 void rpa_scale__avx2(float *x, int n, float a);
-void rpa_scale__avx2(float *x, int n, float a) { scale_row8(x, n, a); }
+void rpa_scale__avx2(float *x, int n, float a) { scale_row(x, n, a); }
 
-void rpa_decode_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
-                            int bf16_ok);
-void rpa_decode_step__avx2(const rpa_decode_step_args *a);
-void rpa_decode_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_begin__avx2(float *q, int ld, int rows, int D, rpa_dtype dt,
                           int bf16_ok);
-void rpa_prefill_begin__avx2(const rpa_prefill_item *it);
-void rpa_prefill_step__avx2(const rpa_prefill_step_args *a);
+void rpa_rows_step__avx2(const rpa_rows_args *a);
+void rpa_rows_end__avx2(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                        int bf16_ok);
+void rpa_block_begin__avx2(const rpa_block *b);
+void rpa_block_step__avx2(const rpa_block_args *a);
 
 const rpa_kernels rpa_kernels_avx2 = {
     .name = "avx2",
-    .decode_keys = RPA_AVX2_DECODE_KEYS,
-    .prefill_keys = RPA_AVX2_PREFILL_KEYS,
+    .rows_keys = RPA_AVX2_ROWS_KEYS,
+    .block_keys = RPA_AVX2_BLOCK_KEYS,
     .has_bf16_dot = 0,
-    .decode_block_rows = RPA_AVX2_DECODE_BLOCK_ROWS,
-    .decode_begin = rpa_decode_begin__avx2,
-    .decode_step = rpa_decode_step__avx2,
-    .decode_end = rpa_decode_end__avx2,
-    .prefill_begin = rpa_prefill_begin__avx2,
-    .prefill_step = rpa_prefill_step__avx2,
+    .rows_block_min = RPA_AVX2_ROWS_BLOCK_MIN,
+    .rows_begin = rpa_rows_begin__avx2,
+    .rows_step = rpa_rows_step__avx2,
+    .rows_end = rpa_rows_end__avx2,
+    .block_begin = rpa_block_begin__avx2,
+    .block_step = rpa_block_step__avx2,
     .load_row = rpa_load_row__avx2,
     .store_row = rpa_store_row__avx2,
     .scale = rpa_scale__avx2,

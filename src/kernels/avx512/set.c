@@ -1,15 +1,16 @@
-/* The avx512 kernel set: its table, and the row helpers. */
-#include "math_avx512.h"
+/* The avx512 kernel set: its table, and the row helpers. The steps are in
+   rows.c (decode) and block.c (prefill). */
+#include "vec.h"
 
 void rpa_store_row__avx512(void *dst, rpa_dtype dt, const float *src, int n,
                            float mul);
 void rpa_store_row__avx512(void *dst, rpa_dtype dt, const float *src, int n,
-                      float mul) {
-  const __m512 vm = _mm512_set1_ps(mul);
+                           float mul) {
+  const __m512 vmul = _mm512_set1_ps(mul);
   for (int i = 0; i < n; i += 16) {
     const int cnt = n - i < 16 ? n - i : 16;
     const __mmask16 m = cnt == 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1);
-    const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + i), vm);
+    const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + i), vmul);
     if (dt == RPA_F32) {
       _mm512_mask_storeu_ps((float *)dst + i, m, x);
     } else if (dt == RPA_BF16) {
@@ -33,35 +34,32 @@ void rpa_load_row__avx512(float *dst, const void *src, rpa_dtype dt, int n) {
   for (int i = 0; i < n; i += 16) {
     const int cnt = n - i < 16 ? n - i : 16;
     const __mmask16 m = cnt == 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1);
-    _mm512_mask_storeu_ps(dst + i, m, widen16(advance(src, dt, i), dt, cnt));
+    _mm512_mask_storeu_ps(dst + i, m, vf_widen_first(elem_at(src, dt, i), dt, cnt));
   }
 }
 
 void rpa_scale__avx512(float *x, int n, float a);
 void rpa_scale__avx512(float *x, int n, float a) { scale_row(x, n, a); }
 
-/* The step kernels, in decode_avx512.c and prefill_avx512.c. */
-void rpa_decode_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
-                              int bf16_ok);
-void rpa_decode_step__avx512(const rpa_decode_step_args *a);
-void rpa_decode_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+void rpa_rows_begin__avx512(float *q, int ld, int rows, int D, rpa_dtype dt,
                             int bf16_ok);
-void rpa_prefill_begin__avx512(const rpa_prefill_item *it);
-void rpa_prefill_step__avx512(const rpa_prefill_step_args *a);
+void rpa_rows_step__avx512(const rpa_rows_args *a);
+void rpa_rows_end__avx512(float *o, int ldo, int rows, int Dv, rpa_dtype dt,
+                          int bf16_ok);
+void rpa_block_begin__avx512(const rpa_block *b);
+void rpa_block_step__avx512(const rpa_block_args *a);
 
 const rpa_kernels rpa_kernels_avx512 = {
     .name = "avx512",
-    .decode_keys = 32,
-    .prefill_keys = 32,
+    .rows_keys = RPA_AVX512_ROWS_KEYS,
+    .block_keys = RPA_AVX512_BLOCK_KEYS,
     .has_bf16_dot = 1,
-    /* Measured on the Zen 4 (bf16, 2 threads): groups of 64 and 71 rows
-       run 1.2x faster as prefill blocks, 16 and 32 rows 1.6-2.6x slower. */
-    .decode_block_rows = 64,
-    .decode_begin = rpa_decode_begin__avx512,
-    .decode_step = rpa_decode_step__avx512,
-    .decode_end = rpa_decode_end__avx512,
-    .prefill_begin = rpa_prefill_begin__avx512,
-    .prefill_step = rpa_prefill_step__avx512,
+    .rows_block_min = RPA_AVX512_ROWS_BLOCK_MIN,
+    .rows_begin = rpa_rows_begin__avx512,
+    .rows_step = rpa_rows_step__avx512,
+    .rows_end = rpa_rows_end__avx512,
+    .block_begin = rpa_block_begin__avx512,
+    .block_step = rpa_block_step__avx512,
     .load_row = rpa_load_row__avx512,
     .store_row = rpa_store_row__avx512,
     .scale = rpa_scale__avx512,

@@ -1,0 +1,6 @@
+/* The avx512 rows step for bf16 K/V on widened f32 FMAs (rows.h). */
+#include "rows.h"
+
+void rpa_rows_bf16__avx512(const rpa_rows_args *a) {
+  rows_step_dt(a, RPA_BF16, 2, a->kmul, 0);
+}

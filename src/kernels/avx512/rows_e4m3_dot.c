@@ -1,0 +1,6 @@
+/* The avx512 rows step for fp8 e4m3 K/V on vdpbf16ps (rows.h). */
+#include "rows.h"
+
+void rpa_rows_e4m3_dot__avx512(const rpa_rows_args *a) {
+  rows_step_dt(a, RPA_FP8_E4M3, 1, a->kmul, 1);
+}
