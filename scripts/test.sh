@@ -184,7 +184,15 @@ emulation_stage() {
   fi
   echo "== avx512 EMULATED on AVX2 (test-only build build-emu, -DRPA_EMULATE=avx512): $why"
   local t0=$SECONDS
-  build build-emu -DCMAKE_C_COMPILER=gcc -DRPA_EMULATE=avx512 || return
+  # the test programs only (not rpa-bench, rpa-generate)
+  { cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc \
+      -DRPA_EMULATE=avx512 >build-emu.log 2>&1 &&
+      cmake --build build-emu -j"$JOBS" --target $TESTS test_emu_avx512 >>build-emu.log 2>&1; } || {
+    echo "BUILD FAILED (build-emu):"
+    tail -40 build-emu.log
+    stage_failures=$((stage_failures + 1))
+    return
+  }
   echo "   (build: $((SECONDS - t0)) s)"
   local all=$TESTS
   TESTS="test_emu_avx512"

@@ -43,9 +43,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The functions with loops or wide bodies are called, not inlined: the
-   kernels unroll and inline heavily, and inlined copies of these made
-   decode_avx512.c take minutes to compile. */
+/* Every function here is EMU_INLINE or EMU_CALL. The ones with loops or
+   wide bodies are called, not inlined (EMU_CALL): the kernels unroll and
+   inline heavily, and inlined copies of these made decode_avx512.c take
+   minutes longer to compile. */
+#define EMU_INLINE static inline
 #define EMU_CALL static __attribute__((noinline, unused))
 
 /* ---- types --------------------------------------------------------------- */
@@ -97,7 +99,7 @@ typedef union emu_v128 {
 
 /* The fault the instruction would raise: an aligned load or store
    (vmovaps, vmovdqa32) on an address that is not 64-byte aligned is #GP. */
-static inline void emu_check_aligned64(const void *p, const char *what) {
+EMU_INLINE void emu_check_aligned64(const void *p, const char *what) {
   if ((uintptr_t)p & 63) {
     fprintf(stderr, "avx512 emulation: %s on %p, not 64-byte aligned (#GP on hardware)\n",
             what, p);
@@ -107,33 +109,33 @@ static inline void emu_check_aligned64(const void *p, const char *what) {
 
 /* ---- loads and stores ---------------------------------------------------- */
 
-static inline emu_m512 emu_mm512_loadu_ps(const void *p) {
+EMU_INLINE emu_m512 emu_mm512_loadu_ps(const void *p) {
   emu_m512 r;
   memcpy(&r, p, 64);
   return r;
 }
 
-static inline emu_m512i emu_mm512_loadu_si512(const void *p) {
+EMU_INLINE emu_m512i emu_mm512_loadu_si512(const void *p) {
   emu_m512i r;
   memcpy(&r, p, 64);
   return r;
 }
 
-static inline emu_m512i emu_mm512_load_si512(const void *p) {
+EMU_INLINE emu_m512i emu_mm512_load_si512(const void *p) {
   emu_check_aligned64(p, "_mm512_load_si512");
   return emu_mm512_loadu_si512(p);
 }
 
-static inline void emu_mm512_storeu_ps(void *p, emu_m512 a) { memcpy(p, &a, 64); }
+EMU_INLINE void emu_mm512_storeu_ps(void *p, emu_m512 a) { memcpy(p, &a, 64); }
 
-static inline void emu_mm512_storeu_si512(void *p, emu_m512i a) { memcpy(p, &a, 64); }
+EMU_INLINE void emu_mm512_storeu_si512(void *p, emu_m512i a) { memcpy(p, &a, 64); }
 
-static inline void emu_mm512_store_ps(void *p, emu_m512 a) {
+EMU_INLINE void emu_mm512_store_ps(void *p, emu_m512 a) {
   emu_check_aligned64(p, "_mm512_store_ps");
   memcpy(p, &a, 64);
 }
 
-static inline void emu_mm512_store_si512(void *p, emu_m512i a) {
+EMU_INLINE void emu_mm512_store_si512(void *p, emu_m512i a) {
   emu_check_aligned64(p, "_mm512_store_si512");
   memcpy(p, &a, 64);
 }
@@ -143,7 +145,7 @@ static inline void emu_mm512_store_si512(void *p, emu_m512i a) {
    elements are neither read nor written (the instructions suppress faults
    on them, and the kernels rely on it to read the tail of a row that ends
    next to unmapped memory). */
-static inline void emu_load_masked(void *dst, const void *src, uint64_t k, int n,
+EMU_INLINE void emu_load_masked(void *dst, const void *src, uint64_t k, int n,
                                    int size) {
   if (n == 64 ? k == ~(uint64_t)0 : k == ((uint64_t)1 << n) - 1) {
     memcpy(dst, src, (size_t)n * (size_t)size);
@@ -154,7 +156,7 @@ static inline void emu_load_masked(void *dst, const void *src, uint64_t k, int n
       memcpy((char *)dst + i * size, (const char *)src + i * size, (size_t)size);
 }
 
-static inline void emu_store_masked(void *dst, const void *src, uint64_t k, int n,
+EMU_INLINE void emu_store_masked(void *dst, const void *src, uint64_t k, int n,
                                     int size) {
   if (n == 64 ? k == ~(uint64_t)0 : k == ((uint64_t)1 << n) - 1) {
     memcpy(dst, src, (size_t)n * (size_t)size);
@@ -166,79 +168,79 @@ static inline void emu_store_masked(void *dst, const void *src, uint64_t k, int 
 }
 
 /* vmovups zmm{k}{z}: element i from p where k[i], else 0. */
-static inline emu_m512 emu_mm512_maskz_loadu_ps(__mmask16 k, const void *p) {
+EMU_INLINE emu_m512 emu_mm512_maskz_loadu_ps(__mmask16 k, const void *p) {
   emu_v512 r = {.u32 = {0}};
   emu_load_masked(&r, p, k, 16, 4);
   return r.ps;
 }
 
 /* vmovdqu32 zmm{k}{z}. */
-static inline emu_m512i emu_mm512_maskz_loadu_epi32(__mmask16 k, const void *p) {
+EMU_INLINE emu_m512i emu_mm512_maskz_loadu_epi32(__mmask16 k, const void *p) {
   emu_v512 r = {.u32 = {0}};
   emu_load_masked(&r, p, k, 16, 4);
   return r.si;
 }
 
 /* vmovdqu16 zmm{k}{z}: 32 words. */
-static inline emu_m512i emu_mm512_maskz_loadu_epi16(__mmask32 k, const void *p) {
+EMU_INLINE emu_m512i emu_mm512_maskz_loadu_epi16(__mmask32 k, const void *p) {
   emu_v512 r = {.u32 = {0}};
   emu_load_masked(&r, p, k, 32, 2);
   return r.si;
 }
 
 /* vmovdqu16 ymm{k}{z} (AVX512VL+BW): 16 words. */
-static inline __m256i emu_mm256_maskz_loadu_epi16(__mmask16 k, const void *p) {
+EMU_INLINE __m256i emu_mm256_maskz_loadu_epi16(__mmask16 k, const void *p) {
   emu_v256 r = {.u16 = {0}};
   emu_load_masked(&r, p, k, 16, 2);
   return r.si;
 }
 
 /* vmovdqu8 xmm{k}{z} (AVX512VL+BW): 16 bytes. */
-static inline __m128i emu_mm_maskz_loadu_epi8(__mmask16 k, const void *p) {
+EMU_INLINE __m128i emu_mm_maskz_loadu_epi8(__mmask16 k, const void *p) {
   emu_v128 r = {.u8 = {0}};
   emu_load_masked(&r, p, k, 16, 1);
   return r.si;
 }
 
 /* vmovups m512{k}. */
-static inline void emu_mm512_mask_storeu_ps(void *p, __mmask16 k, emu_m512 a) {
+EMU_INLINE void emu_mm512_mask_storeu_ps(void *p, __mmask16 k, emu_m512 a) {
   emu_store_masked(p, &a, k, 16, 4);
 }
 
 /* vmovdqu16 m256{k} (AVX512VL+BW). */
-static inline void emu_mm256_mask_storeu_epi16(void *p, __mmask16 k, __m256i a) {
+EMU_INLINE void emu_mm256_mask_storeu_epi16(void *p, __mmask16 k, __m256i a) {
   emu_store_masked(p, &a, k, 16, 2);
 }
 
 /* ---- set, cast, move ------------------------------------------------------- */
 
-static inline emu_m512 emu_mm512_setzero_ps(void) { return (emu_m512){0}; }
-static inline emu_m512i emu_mm512_setzero_si512(void) { return (emu_m512i){0}; }
+EMU_INLINE emu_m512 emu_mm512_setzero_ps(void) { return (emu_m512){0}; }
+EMU_INLINE emu_m512i emu_mm512_setzero_si512(void) { return (emu_m512i){0}; }
 
-static inline emu_m512 emu_mm512_set1_ps(float a) {
+EMU_INLINE emu_m512 emu_mm512_set1_ps(float a) {
   return (emu_m512){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a};
 }
 
-static inline emu_m512i emu_mm512_set1_epi32(int a) {
+EMU_INLINE emu_m512i emu_mm512_set1_epi32(int a) {
   emu_v512 r;
   for (int i = 0; i < 16; i++) r.i32[i] = a;
   return r.si;
 }
 
-static inline emu_m512i emu_mm512_set1_epi16(short a) {
+EMU_INLINE emu_m512i emu_mm512_set1_epi16(short a) {
   emu_v512 r;
   for (int i = 0; i < 32; i++) r.u16[i] = (uint16_t)a;
   return r.si;
 }
 
-static inline emu_m512i emu_mm512_set1_epi8(char a) {
+EMU_INLINE emu_m512i emu_mm512_set1_epi8(char a) {
   emu_v512 r;
   memset(r.u8, (unsigned char)a, 64);
   return r.si;
 }
 
 /* _mm512_set_*: the first argument is the highest element. */
-static inline emu_m512i emu_mm512_set_epi32(int e15, int e14, int e13, int e12, int e11,
+EMU_INLINE emu_m512i emu_mm512_set_epi32(int e15, int e14, int e13, int e12, int e11,
                                             int e10, int e9, int e8, int e7, int e6,
                                             int e5, int e4, int e3, int e2, int e1,
                                             int e0) {
@@ -247,7 +249,7 @@ static inline emu_m512i emu_mm512_set_epi32(int e15, int e14, int e13, int e12, 
   return r.si;
 }
 
-static inline emu_m512i emu_mm512_set_epi16(
+EMU_INLINE emu_m512i emu_mm512_set_epi16(
     short e31, short e30, short e29, short e28, short e27, short e26, short e25,
     short e24, short e23, short e22, short e21, short e20, short e19, short e18,
     short e17, short e16, short e15, short e14, short e13, short e12, short e11,
@@ -261,8 +263,8 @@ static inline emu_m512i emu_mm512_set_epi16(
   return r.si;
 }
 
-static inline emu_m512i emu_mm512_castps_si512(emu_m512 a) { return (emu_m512i)a; }
-static inline emu_m512 emu_mm512_castsi512_ps(emu_m512i a) { return (emu_m512)a; }
+EMU_INLINE emu_m512i emu_mm512_castps_si512(emu_m512 a) { return (emu_m512i)a; }
+EMU_INLINE emu_m512 emu_mm512_castsi512_ps(emu_m512i a) { return (emu_m512)a; }
 
 /* Element i of a where k[i], else of src (merge) or 0 (zeroing). */
 EMU_CALL emu_m512 emu_mm512_mask_mov_ps(emu_m512 src, __mmask16 k, emu_m512 a) {
@@ -273,7 +275,7 @@ EMU_CALL emu_m512 emu_mm512_mask_mov_ps(emu_m512 src, __mmask16 k, emu_m512 a) {
   return r.ps;
 }
 
-static inline emu_m512 emu_mm512_maskz_mov_ps(__mmask16 k, emu_m512 a) {
+EMU_INLINE emu_m512 emu_mm512_maskz_mov_ps(__mmask16 k, emu_m512 a) {
   return emu_mm512_mask_mov_ps(emu_mm512_setzero_ps(), k, a);
 }
 
@@ -291,17 +293,17 @@ EMU_CALL __m256i emu_mm256_mask_mov_epi16(__m256i src, __mmask16 k, __m256i a) {
 /* add, sub, mul, div: IEEE operations in the MXCSR rounding mode, as
    vaddps & co. (GCC's own header writes them as these vector operators, so
    -ffp-contract=fast may fuse them into FMAs as it may natively). */
-static inline emu_m512 emu_mm512_add_ps(emu_m512 a, emu_m512 b) { return a + b; }
-static inline emu_m512 emu_mm512_sub_ps(emu_m512 a, emu_m512 b) { return a - b; }
-static inline emu_m512 emu_mm512_mul_ps(emu_m512 a, emu_m512 b) { return a * b; }
-static inline emu_m512 emu_mm512_div_ps(emu_m512 a, emu_m512 b) { return a / b; }
+EMU_INLINE emu_m512 emu_mm512_add_ps(emu_m512 a, emu_m512 b) { return a + b; }
+EMU_INLINE emu_m512 emu_mm512_sub_ps(emu_m512 a, emu_m512 b) { return a - b; }
+EMU_INLINE emu_m512 emu_mm512_mul_ps(emu_m512 a, emu_m512 b) { return a * b; }
+EMU_INLINE emu_m512 emu_mm512_div_ps(emu_m512 a, emu_m512 b) { return a / b; }
 
-static inline emu_m512 emu_mm512_maskz_sub_ps(__mmask16 k, emu_m512 a, emu_m512 b) {
+EMU_INLINE emu_m512 emu_mm512_maskz_sub_ps(__mmask16 k, emu_m512 a, emu_m512 b) {
   return emu_mm512_maskz_mov_ps(k, a - b);
 }
 
 /* vfmadd: a * b + c with one rounding (the host's FMA, per half). */
-static inline emu_m512 emu_mm512_fmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
+EMU_INLINE emu_m512 emu_mm512_fmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
   const emu_v512 x = EMU_PS(a), y = EMU_PS(b), z = EMU_PS(c);
   emu_v512 r;
   r.ps2[0] = _mm256_fmadd_ps(x.ps2[0], y.ps2[0], z.ps2[0]);
@@ -310,7 +312,7 @@ static inline emu_m512 emu_mm512_fmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
 }
 
 /* vfnmadd: -(a * b) + c with one rounding. */
-static inline emu_m512 emu_mm512_fnmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
+EMU_INLINE emu_m512 emu_mm512_fnmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
   const emu_v512 x = EMU_PS(a), y = EMU_PS(b), z = EMU_PS(c);
   emu_v512 r;
   r.ps2[0] = _mm256_fnmadd_ps(x.ps2[0], y.ps2[0], z.ps2[0]);
@@ -320,7 +322,7 @@ static inline emu_m512 emu_mm512_fnmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
 
 /* vmaxps: a[i] > b[i] ? a[i] : b[i] (so b when either is NaN, and b for
    two zeros), the host's vmaxps per half. */
-static inline emu_m512 emu_mm512_max_ps(emu_m512 a, emu_m512 b) {
+EMU_INLINE emu_m512 emu_mm512_max_ps(emu_m512 a, emu_m512 b) {
   const emu_v512 x = EMU_PS(a), y = EMU_PS(b);
   emu_v512 r;
   r.ps2[0] = _mm256_max_ps(x.ps2[0], y.ps2[0]);
@@ -329,37 +331,37 @@ static inline emu_m512 emu_mm512_max_ps(emu_m512 a, emu_m512 b) {
 }
 
 /* The sign bit cleared (vpandd, as GCC's header does it). */
-static inline emu_m512 emu_mm512_abs_ps(emu_m512 a) {
+EMU_INLINE emu_m512 emu_mm512_abs_ps(emu_m512 a) {
   return (emu_m512)((emu_v16su)a & 0x7fffffffu);
 }
 
 /* ---- integer arithmetic and logic ------------------------------------------ */
 
-static inline emu_m512i emu_mm512_add_epi32(emu_m512i a, emu_m512i b) {
+EMU_INLINE emu_m512i emu_mm512_add_epi32(emu_m512i a, emu_m512i b) {
   return (emu_m512i)((emu_v16su)a + (emu_v16su)b);
 }
-static inline emu_m512i emu_mm512_sub_epi32(emu_m512i a, emu_m512i b) {
+EMU_INLINE emu_m512i emu_mm512_sub_epi32(emu_m512i a, emu_m512i b) {
   return (emu_m512i)((emu_v16su)a - (emu_v16su)b);
 }
-static inline emu_m512i emu_mm512_add_epi16(emu_m512i a, emu_m512i b) {
+EMU_INLINE emu_m512i emu_mm512_add_epi16(emu_m512i a, emu_m512i b) {
   return (emu_m512i)((emu_v32hu)a + (emu_v32hu)b);
 }
-static inline emu_m512i emu_mm512_and_si512(emu_m512i a, emu_m512i b) { return a & b; }
-static inline emu_m512i emu_mm512_or_si512(emu_m512i a, emu_m512i b) { return a | b; }
+EMU_INLINE emu_m512i emu_mm512_and_si512(emu_m512i a, emu_m512i b) { return a & b; }
+EMU_INLINE emu_m512i emu_mm512_or_si512(emu_m512i a, emu_m512i b) { return a | b; }
 
 /* vpord zmm{k}: a | b where k[i], else src. */
-static inline emu_m512i emu_mm512_mask_or_epi32(emu_m512i src, __mmask16 k, emu_m512i a,
+EMU_INLINE emu_m512i emu_mm512_mask_or_epi32(emu_m512i src, __mmask16 k, emu_m512i a,
                                                 emu_m512i b) {
   return emu_mm512_castps_si512(emu_mm512_mask_mov_ps(
       emu_mm512_castsi512_ps(src), k, emu_mm512_castsi512_ps(a | b)));
 }
 
 /* vpslld / vpsrld: counts above 31 give 0. */
-static inline emu_m512i emu_mm512_slli_epi32(emu_m512i a, unsigned int n) {
+EMU_INLINE emu_m512i emu_mm512_slli_epi32(emu_m512i a, unsigned int n) {
   if (n > 31) return emu_mm512_setzero_si512();
   return (emu_m512i)((emu_v16su)a << n);
 }
-static inline emu_m512i emu_mm512_srli_epi32(emu_m512i a, unsigned int n) {
+EMU_INLINE emu_m512i emu_mm512_srli_epi32(emu_m512i a, unsigned int n) {
   if (n > 31) return emu_mm512_setzero_si512();
   return (emu_m512i)((emu_v16su)a >> n);
 }
@@ -408,10 +410,10 @@ EMU_CALL __mmask16 emu_mm512_cmpge_epi32_mask(emu_m512i a, emu_m512i b) {
   for (int i = 0; i < 16; i++) m |= (unsigned)(x.i32[i] >= y.i32[i]) << i;
   return (__mmask16)m;
 }
-static inline __mmask16 emu_mm512_cmple_epi32_mask(emu_m512i a, emu_m512i b) {
+EMU_INLINE __mmask16 emu_mm512_cmple_epi32_mask(emu_m512i a, emu_m512i b) {
   return emu_mm512_cmpge_epi32_mask(b, a);
 }
-static inline __mmask16 emu_mm512_cmplt_epi32_mask(emu_m512i a, emu_m512i b) {
+EMU_INLINE __mmask16 emu_mm512_cmplt_epi32_mask(emu_m512i a, emu_m512i b) {
   return (__mmask16)~emu_mm512_cmpge_epi32_mask(a, b);
 }
 
@@ -495,7 +497,7 @@ EMU_CALL emu_m512i emu_mm512_maskz_permutex2var_epi8(__mmask64 k, emu_m512i a,
   return r.si;
 }
 
-static inline emu_m512i emu_mm512_permutex2var_epi8(emu_m512i a, emu_m512i idx,
+EMU_INLINE emu_m512i emu_mm512_permutex2var_epi8(emu_m512i a, emu_m512i idx,
                                                     emu_m512i b) {
   return emu_mm512_maskz_permutex2var_epi8(~(__mmask64)0, a, idx, b);
 }
@@ -504,7 +506,7 @@ static inline emu_m512i emu_mm512_permutex2var_epi8(emu_m512i a, emu_m512i idx,
    of a and b interleaved, a first; the host's AVX2 forms work per 128-bit
    lane the same way. */
 #define EMU_UNPACK(NAME, HOST)                                                 \
-  static inline emu_m512i NAME(emu_m512i a, emu_m512i b) {                     \
+  EMU_INLINE emu_m512i NAME(emu_m512i a, emu_m512i b) {                     \
     const emu_v512 x = EMU_SI(a), y = EMU_SI(b);                               \
     emu_v512 r;                                                                \
     r.si2[0] = HOST(x.si2[0], y.si2[0]);                                       \
@@ -520,7 +522,7 @@ EMU_UNPACK(emu_mm512_unpackhi_epi16, _mm256_unpackhi_epi16)
 /* ---- conversions ----------------------------------------------------------- */
 
 /* vpmovzxwd: 16 words zero-extended to dwords. */
-static inline emu_m512i emu_mm512_cvtepu16_epi32(__m256i a) {
+EMU_INLINE emu_m512i emu_mm512_cvtepu16_epi32(__m256i a) {
   const emu_v256 x = {.si = a};
   emu_v512 r;
   r.si2[0] = _mm256_cvtepu16_epi32(x.si2[0]);
@@ -537,7 +539,7 @@ EMU_CALL __m256i emu_mm512_cvtepi32_epi16(emu_m512i a) {
 }
 
 /* vcvtph2ps: exact (the host's F16C vcvtph2ps per 8 halves). */
-static inline emu_m512 emu_mm512_cvtph_ps(__m256i a) {
+EMU_INLINE emu_m512 emu_mm512_cvtph_ps(__m256i a) {
   const emu_v256 x = {.si = a};
   emu_v512 r;
   r.ps2[0] = _mm256_cvtph_ps(x.si2[0]);
@@ -569,7 +571,7 @@ EMU_CALL __m256i emu_mm512_cvtps_ph(emu_m512 a, int imm) {
    a zero of its sign (DAZ); infinity -> its top half; NaN -> its top half
    with the quiet bit (bit 6) set; otherwise round to nearest even by the
    integer add of 0x7fff + bit 16. MXCSR is not consulted. */
-static inline uint16_t emu_cvtne_f32_bf16(uint32_t x) {
+EMU_INLINE uint16_t emu_cvtne_f32_bf16(uint32_t x) {
   const uint32_t exp = x & 0x7f800000u, man = x & 0x007fffffu;
   if (exp == 0) return (uint16_t)(x >> 16 & 0x8000u);
   if (exp == 0x7f800000u) return (uint16_t)(x >> 16 | (man ? 0x40u : 0u));
@@ -612,8 +614,11 @@ EMU_CALL emu_m256bh emu_mm512_cvtneps_pbh(emu_m512 a) {
      24 bits with an unbounded exponent, SDM Vol. 1 4.9.1.5) becomes a zero
      of its sign. The host's result r is rounded at denormal precision, so
      tininess is decided on the same FMA with y and acc scaled by 2^64
-     (exact, and no overflow where the result is tiny): |that| < 2^-62. */
-static inline __m256 emu_dpbf16_step(__m256 acc, __m256 x, __m256 y) {
+     (exact, and no overflow where the result is tiny): |that| < 2^-62.
+   The host's FMA rounds in MXCSR's mode, with MXCSR's FTZ and DAZ: this is
+   exact with the default MXCSR (nearest even, neither flag), which rpa
+   never changes. */
+EMU_INLINE __m256 emu_dpbf16_step(__m256 acc, __m256 x, __m256 y) {
   const __m256i expmask = _mm256_set1_epi32(0x7f800000);
   const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
   const __m256i quiet = _mm256_set1_epi32(0x00400000);
@@ -642,20 +647,61 @@ static inline __m256 emu_dpbf16_step(__m256 acc, __m256 x, __m256 y) {
   return r;
 }
 
+/* Lanes of v that DAZ or the NaN order act on as an operand: NaN, or
+   nonzero and below 2^-126 in magnitude. */
+EMU_INLINE __m256 emu_nan_or_denormal(__m256 v) {
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+  return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_set1_ps(0x1p-126f), _CMP_NGE_UQ),
+                       _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+}
+
+/* Lanes of a result that FTZ may act on: nonzero and at most 2^-126 in
+   magnitude (at 2^-126 the exact result may have been tiny). */
+EMU_INLINE __m256 emu_maybe_tiny(__m256 v) {
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+  return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_set1_ps(0x1p-126f), _CMP_LE_OQ),
+                       _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_OQ));
+}
+
+/* 1 if a bf16 word of w (16 per 256 bits) is a NaN or a denormal. */
+EMU_INLINE int emu_bf16_special(__m256i w) {
+  const __m256i t = _mm256_and_si256(w, _mm256_set1_epi16(0x7fff));
+  const __m256i den = _mm256_and_si256(_mm256_cmpgt_epi16(_mm256_set1_epi16(0x0080), t),
+                                       _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
+  const __m256i nan = _mm256_cmpgt_epi16(t, _mm256_set1_epi16(0x7f80));
+  const __m256i any = _mm256_or_si256(den, nan);
+  return !_mm256_testz_si256(any, any);
+}
+
 /* vdpbf16ps: lane i += a.bf16[2i+1] * b.bf16[2i+1], then += a.bf16[2i] *
    b.bf16[2i] (the SDM's order: the odd pair first), each a step above; a
-   bf16 widens exactly by a 16-bit shift. */
+   bf16 widens exactly by a 16-bit shift. Where no operand is a NaN or a
+   denormal and no step's result is nonzero and at most 2^-126 in
+   magnitude, DAZ, FTZ and the NaN order change nothing (a larger result is
+   not tiny; a zero is the signed zero FTZ would give; a NaN from inf * 0
+   or inf - inf in the first step is the default NaN, which the second
+   passes on), so two plain FMAs give the same bits; otherwise each step
+   takes emu_dpbf16_step. */
 EMU_CALL emu_m512 emu_mm512_dpbf16_ps(emu_m512 acc, emu_m512bh a, emu_m512bh b) {
   const emu_v512 c = EMU_PS(acc), x = EMU_BH(a), y = EMU_BH(b);
   const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
   emu_v512 r;
   for (int h = 0; h < 2; h++) {
     const __m256i xv = x.si2[h], yv = y.si2[h];
-    __m256 s = emu_dpbf16_step(c.ps2[h], _mm256_castsi256_ps(_mm256_and_si256(xv, hi)),
-                               _mm256_castsi256_ps(_mm256_and_si256(yv, hi)));
-    s = emu_dpbf16_step(s, _mm256_castsi256_ps(_mm256_slli_epi32(xv, 16)),
-                        _mm256_castsi256_ps(_mm256_slli_epi32(yv, 16)));
-    r.ps2[h] = s;
+    const __m256 x1 = _mm256_castsi256_ps(_mm256_and_si256(xv, hi));
+    const __m256 y1 = _mm256_castsi256_ps(_mm256_and_si256(yv, hi));
+    const __m256 x0 = _mm256_castsi256_ps(_mm256_slli_epi32(xv, 16));
+    const __m256 y0 = _mm256_castsi256_ps(_mm256_slli_epi32(yv, 16));
+    if (!emu_bf16_special(xv) && !emu_bf16_special(yv) &&
+        !_mm256_movemask_ps(emu_nan_or_denormal(c.ps2[h]))) {
+      const __m256 s1 = _mm256_fmadd_ps(x1, y1, c.ps2[h]);
+      const __m256 s2 = _mm256_fmadd_ps(x0, y0, s1);
+      if (!_mm256_movemask_ps(_mm256_or_ps(emu_maybe_tiny(s1), emu_maybe_tiny(s2)))) {
+        r.ps2[h] = s2;
+        continue;
+      }
+    }
+    r.ps2[h] = emu_dpbf16_step(emu_dpbf16_step(c.ps2[h], x1, y1), x0, y0);
   }
   return r.ps;
 }
@@ -667,7 +713,7 @@ EMU_CALL emu_m512 emu_mm512_dpbf16_ps(emu_m512 acc, emu_m512bh a, emu_m512bh b) 
 #define EMU_ROUND_CASE(I)                                                      \
   case I:                                                                      \
     return _mm256_round_ps(x, I);
-static inline __m256 emu_round8(__m256 x, int imm) {
+EMU_INLINE __m256 emu_round8(__m256 x, int imm) {
   switch (imm & 15) {
     EMU_ROUND_CASE(0) EMU_ROUND_CASE(1) EMU_ROUND_CASE(2) EMU_ROUND_CASE(3)
     EMU_ROUND_CASE(4) EMU_ROUND_CASE(5) EMU_ROUND_CASE(6) EMU_ROUND_CASE(7)
@@ -793,7 +839,7 @@ EMU_CALL float emu_mm512_reduce_add_ps(emu_m512 a) {
 }
 
 /* maxps on one element: x > y ? x : y. */
-static inline float emu_maxps1(float x, float y) { return x > y ? x : y; }
+EMU_INLINE float emu_maxps1(float x, float y) { return x > y ? x : y; }
 
 /* _mm512_reduce_max_ps as GCC's header writes it, with vmaxps operand
    order at each step: max(high, low) of 256 and of 128 bits, then
