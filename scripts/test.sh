@@ -37,11 +37,12 @@ add_counts() {
   failed=$((failed + $(echo "$1" | sed -E 's/.* ([0-9]+) failed$/\1/')))
 }
 
+# Builds every target, or only $BUILD_TARGETS where set.
 build() { # dir, cmake args...
   local dir=$1
   shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >"$dir.log" 2>&1 &&
-    cmake --build "$dir" -j"$JOBS" >>"$dir.log" 2>&1 || {
+    cmake --build "$dir" -j"$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS} >>"$dir.log" 2>&1 || {
     echo "BUILD FAILED ($dir):"
     tail -40 "$dir.log"
     stage_failures=$((stage_failures + 1))
@@ -185,14 +186,8 @@ emulation_stage() {
   echo "== avx512 EMULATED on AVX2 (test-only build build-emu, -DRPA_EMULATE=avx512): $why"
   local t0=$SECONDS
   # the test programs only (not rpa-bench, rpa-generate)
-  { cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc \
-      -DRPA_EMULATE=avx512 >build-emu.log 2>&1 &&
-      cmake --build build-emu -j"$JOBS" --target $TESTS test_emu_avx512 >>build-emu.log 2>&1; } || {
-    echo "BUILD FAILED (build-emu):"
-    tail -40 build-emu.log
-    stage_failures=$((stage_failures + 1))
-    return
-  }
+  BUILD_TARGETS="$TESTS test_emu_avx512" build build-emu -DCMAKE_C_COMPILER=gcc \
+    -DRPA_EMULATE=avx512 || return
   echo "   (build: $((SECONDS - t0)) s)"
   local all=$TESTS
   TESTS="test_emu_avx512"

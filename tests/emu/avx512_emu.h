@@ -45,7 +45,7 @@
 
 /* Every function here is EMU_INLINE or EMU_CALL. The ones with loops or
    wide bodies are called, not inlined (EMU_CALL): the kernels unroll and
-   inline heavily, and inlined copies of these made decode_avx512.c take
+   inline heavily, and inlined copies of these made a kernel file take
    minutes longer to compile. */
 #define EMU_INLINE static inline
 #define EMU_CALL static __attribute__((noinline, unused))
